@@ -1,0 +1,51 @@
+"""`sparsessp-bmz nets`: the network family at a glance, with the paper's MACs beside ours."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nets")(nets)
+
+
+def nets(
+    ratio: Annotated[int, typer.Option(help="Sparsity ratio r.")] = 2,
+    patch: Annotated[str, typer.Option(help="Target patch DxHxW.")] = "32x128x128",
+    width: Annotated[float, typer.Option(help="Channel multiplier (1 = paper width).")] = 1.0,
+    units: Annotated[int, typer.Option(help="U, the uniform 2D channel count.")] = 256,
+) -> None:
+    """Print parameters and MACs of every valid topology x interpolation x projection."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sparsessp_bmz.cli.parsing import parse_shape
+    from sparsessp_bmz.nets.complexity import all_valid_specs, measure
+
+    shape = parse_shape(patch, "--patch")
+    table = Table(title=f"SparseSSP networks, r={ratio}, patch {patch}, width {width}, U={units}")
+    for column in (
+        "topology",
+        "interp.",
+        "proj.",
+        "params (M)",
+        "GMACs",
+        "paper GMACs",
+        "ours/paper",
+    ):
+        table.add_column(column, justify="right" if "(" in column or "/" in column else "left")
+    for spec in all_valid_specs(ratio=ratio, patch=shape, width=width, units=units):
+        row = measure(spec)
+        paper = row.paper_gmacs
+        table.add_row(
+            spec.topology,
+            spec.interpolation,
+            spec.projection if spec.topology in ("2to3d", "3to2d") else "-",
+            f"{row.parameters / 1e6:.2f}",
+            f"{row.gmacs:.2f}",
+            "" if paper is None else f"{paper:.2f}",
+            "" if paper is None else f"{row.gmacs / paper:.2f}",
+        )
+    Console().print(table)

@@ -1,0 +1,17 @@
+"""Small argument parsers shared by several commands, with errors that name the option."""
+
+from __future__ import annotations
+
+from sparsessp_bmz.errors import UserInputError
+
+
+def parse_shape(text: str, option: str) -> tuple[int, int, int]:
+    """'32x128x128' -> (32, 128, 128)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserInputError(f"{option} must look like DxHxW with positive integers, got {text!r}")
+    return shape  # type: ignore[return-value]

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Topology = Literal["3d", "2d", "2to3d", "3to2d"]
 Interpolation = Literal["prefix", "postfix", "none"]
 Projection = Literal["3d", "2d"]
-Embedding = Literal["none"]
+Embedding = Literal["none", "dodnet", "repmode", "tsns"]
 SparsityRatio = Literal[1, 2, 4, 8]
 
 TOPOLOGIES: tuple[Topology, ...] = ("3d", "2d", "2to3d", "3to2d")
 INTERPOLATIONS: tuple[Interpolation, ...] = ("prefix", "postfix", "none")
 PROJECTIONS: tuple[Projection, ...] = ("3d", "2d")
+EMBEDDINGS: tuple[Embedding, ...] = ("none", "dodnet", "repmode", "tsns")
 SPARSITY_RATIOS: tuple[int, ...] = (1, 2, 4, 8)
 
 #: Paper encoder channels (RepMode's layout); the last level is the bottleneck.
@@ -58,7 +59,15 @@ class ModelSpec(BaseModel):
     topology: Topology = "3to2d"
     interpolation: Interpolation = "prefix"
     projection: Projection = "3d"
-    embedding: Embedding = "none"
+    embedding: Embedding = Field(
+        "none",
+        description="Task embedding of a multi-task network; 'none' is one net per organelle.",
+    )
+    tasks: tuple[str, ...] = Field(
+        (),
+        description="Structures of a multi-task network, in task-index order; `organelle` is the "
+        "task the network predicts when no task is given (and the one baked into its package).",
+    )
     width: float = Field(1.0, gt=0, le=8, description="Multiplier on the paper's channel counts.")
     units: int = Field(256, ge=1, description="U, the uniform channel count of the 2D side.")
     patch: tuple[int, int, int] = Field((32, 128, 128), description="Target patch (D, H, W).")
@@ -97,7 +106,26 @@ class ModelSpec(BaseModel):
                 f"leave projection at its default '3d'"
             )
         self._check_folding()
+        self._check_tasks()
         return self
+
+    def _check_tasks(self) -> None:
+        if self.embedding == "none":
+            if self.tasks:
+                raise ValueError(
+                    "tasks are only used by a multi-task embedding (dodnet, repmode, tsns); "
+                    "with embedding 'none' leave tasks empty"
+                )
+            return
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(
+                f"embedding '{self.embedding}' needs tasks: the distinct structures it learns, "
+                f"got {list(self.tasks)}"
+            )
+        if self.organelle not in self.tasks:
+            raise ValueError(
+                f"organelle '{self.organelle}' must be one of the tasks {list(self.tasks)}"
+            )
 
     def _check_folding(self) -> None:
         if self.topology not in _HYBRIDS:
@@ -120,6 +148,20 @@ class ModelSpec(BaseModel):
                     f"D_k, so C_k must be divisible by D_k; (C_k, D_k) pairs {bad} are not. Raise "
                     f"width, reduce the patch depth, or use projection '2d'"
                 )
+
+    @property
+    def num_tasks(self) -> int:
+        """Number of structures a multi-task network learns (0 for single-task)."""
+        return len(self.tasks)
+
+    @property
+    def task_index(self) -> int:
+        """Index of `organelle` among the tasks (0 for single-task networks)."""
+        return self.tasks.index(self.organelle) if self.tasks else 0
+
+    def for_task(self, organelle: str) -> ModelSpec:
+        """The same network described as predicting `organelle` (one of the tasks)."""
+        return ModelSpec(**{**self.model_dump(), "organelle": organelle})
 
     # ---- derived geometry -------------------------------------------------------------------
 

@@ -16,35 +16,43 @@ def nets(
     patch: Annotated[str, typer.Option(help="Target patch DxHxW.")] = "32x128x128",
     width: Annotated[float, typer.Option(help="Channel multiplier (1 = paper width).")] = 1.0,
     units: Annotated[int, typer.Option(help="U, the uniform 2D channel count.")] = 256,
+    embedding: Annotated[
+        str, typer.Option(help="Task embedding: none, dodnet, repmode, tsns (comma list) or all.")
+    ] = "none",
 ) -> None:
-    """Print parameters and MACs of every valid topology x interpolation x projection."""
+    """Print parameters and MACs of every valid topology x interpolation x projection.
+
+    Multi-task rows (12 tasks, as in the paper) also give the MACs of the baked per-organelle
+    network that a package ships.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    from sparsessp_bmz.cli.parsing import parse_shape
+    from sparsessp_bmz.cli.parsing import parse_choices, parse_shape
     from sparsessp_bmz.nets.complexity import all_valid_specs, measure
+    from sparsessp_bmz.spec import EMBEDDINGS
 
     shape = parse_shape(patch, "--patch")
+    embeddings = parse_choices(embedding, EMBEDDINGS, "--embedding")
     table = Table(title=f"SparseSSP networks, r={ratio}, patch {patch}, width {width}, U={units}")
-    for column in (
-        "topology",
-        "interp.",
-        "proj.",
-        "params (M)",
-        "GMACs",
-        "paper GMACs",
-        "ours/paper",
-    ):
-        table.add_column(column, justify="right" if "(" in column or "/" in column else "left")
-    for spec in all_valid_specs(ratio=ratio, patch=shape, width=width, units=units):
+    for column in ("embedding", "topology", "interp.", "proj."):
+        table.add_column(column)
+    for column in ("params (M)", "GMACs", "baked GMACs", "paper GMACs", "ours/paper"):
+        table.add_column(column, justify="right")
+    specs = all_valid_specs(
+        ratio=ratio, patch=shape, width=width, units=units, embeddings=embeddings
+    )
+    for spec in specs:
         row = measure(spec)
         paper = row.paper_gmacs
         table.add_row(
+            spec.embedding,
             spec.topology,
             spec.interpolation,
             spec.projection if spec.topology in ("2to3d", "3to2d") else "-",
             f"{row.parameters / 1e6:.2f}",
             f"{row.gmacs:.2f}",
+            f"{row.baked_gmacs:.2f}",
             "" if paper is None else f"{paper:.2f}",
             "" if paper is None else f"{row.gmacs / paper:.2f}",
         )

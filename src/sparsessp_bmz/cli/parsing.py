@@ -15,3 +15,16 @@ def parse_shape(text: str, option: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise UserInputError(f"{option} must look like DxHxW with positive integers, got {text!r}")
     return shape  # type: ignore[return-value]
+
+
+def parse_choices(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """'a,b' or 'all' -> the chosen names, each checked against `allowed`."""
+    if text == "all":
+        return allowed
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown or not chosen:
+        raise UserInputError(
+            f"{option} got {text!r}; choose from {', '.join(allowed)} (comma-separated) or 'all'"
+        )
+    return chosen

@@ -1,12 +1,21 @@
 """Convolution building blocks shared by the 2D and 3D halves of every SparseSSP network.
 
 Each block takes `dims` (2 or 3) so one definition serves both halves of a hybrid network; the
-per-dimension torch classes are looked up once, at construction.
+per-dimension torch classes are looked up once, at construction. The task embedding decides which
+convolution and normalisation a residual block uses (see `embeddings`).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+from sparsessp_bmz.nets.embeddings import (
+    MoDEConv,
+    ModulatedNorm,
+    TaskConditioned,
+    TaskSequential,
+)
+from sparsessp_bmz.spec import Embedding
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -21,32 +30,46 @@ def conv(dims: int, in_ch: int, out_ch: int, kernel: int = 1) -> nn.Module:
     return _CONV[dims](in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(TaskConditioned):
     """Two 3x3(x3) conv-BN layers with an identity (or 1x1 projected) shortcut, then ReLU.
 
     The residual form is the paper's baseline UNet layer (section 3.3); BatchNorm matches the
-    RepMode/DoDNet baselines and folds into the convolutions at export time if ever needed.
+    RepMode/DoDNet baselines. With RepMode the two convolutions are task-gated expert mixtures;
+    with TSNs each batch norm is followed by a task-chosen affine.
     """
 
-    def __init__(self, dims: int, in_ch: int, out_ch: int) -> None:
+    def __init__(
+        self, dims: int, in_ch: int, out_ch: int, embedding: Embedding = "none", num_tasks: int = 0
+    ) -> None:
         super().__init__()
-        norm = _NORM[dims]
-        self.body = nn.Sequential(
-            conv(dims, in_ch, out_ch, 3),
-            norm(out_ch),
+        self.body = TaskSequential(
+            _main_conv(dims, in_ch, out_ch, embedding, num_tasks),
+            _main_norm(dims, out_ch, embedding, num_tasks),
             nn.ReLU(inplace=True),
-            conv(dims, out_ch, out_ch, 3),
-            norm(out_ch),
+            _main_conv(dims, out_ch, out_ch, embedding, num_tasks),
+            _main_norm(dims, out_ch, embedding, num_tasks),
         )
         self.shortcut = (
             nn.Identity()
             if in_ch == out_ch
-            else nn.Sequential(conv(dims, in_ch, out_ch, 1), norm(out_ch))
+            else nn.Sequential(conv(dims, in_ch, out_ch, 1), _NORM[dims](out_ch))
         )
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
+    def forward(self, x: Tensor, code: Tensor | None = None) -> Tensor:
+        return self.act(self.body(x, code) + self.shortcut(x))
+
+
+def _main_conv(dims: int, in_ch: int, out_ch: int, embedding: Embedding, tasks: int) -> nn.Module:
+    if embedding == "repmode":
+        return MoDEConv(dims, in_ch, out_ch, tasks)
+    return conv(dims, in_ch, out_ch, 3)
+
+
+def _main_norm(dims: int, channels: int, embedding: Embedding, tasks: int) -> nn.Module:
+    if embedding == "tsns":
+        return ModulatedNorm(dims, channels, tasks)
+    return _NORM[dims](channels)
 
 
 def downsample(dims: int, scale: Scale) -> nn.Module:

@@ -15,7 +15,18 @@ from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
 from sparsessp_bmz.nets.network import SparseSSPNet
-from sparsessp_bmz.spec import INTERPOLATIONS, PROJECTIONS, TOPOLOGIES, ModelSpec
+from sparsessp_bmz.spec import (
+    INTERPOLATIONS,
+    PROJECTIONS,
+    TOPOLOGIES,
+    Embedding,
+    ModelSpec,
+)
+
+#: The paper's multi-task experiments learn the 12 AllenCell structures.
+PAPER_NUM_TASKS = 12
+#: Which Table 6 rows a network compares with: a plain UNet is the DoDNet backbone.
+_PAPER_APPROACH = {"none": "dodnet", "dodnet": "dodnet", "repmode": "repmode", "tsns": "tsns"}
 
 #: Paper Table 6 (r = 2, patch 32x128x128, prefix, projection in 3D), in GMACs.
 PAPER_TABLE6_GMACS: dict[tuple[str, str], float] = {
@@ -36,11 +47,17 @@ PAPER_TABLE6_GMACS: dict[tuple[str, str], float] = {
 
 @dataclass(frozen=True)
 class Complexity:
-    """Size and cost of one network for one forward pass of its training patch."""
+    """Size and cost of one network for one forward pass of its training patch.
+
+    `baked_*` describe the task-free network a package ships (equal to the others when the
+    network has no task embedding).
+    """
 
     spec: ModelSpec
     parameters: int
     gmacs: float
+    baked_parameters: int
+    baked_gmacs: float
 
     @property
     def paper_gmacs(self) -> float | None:
@@ -53,19 +70,24 @@ class Complexity:
             and self.spec.width == 1.0
             and self.spec.units == 256
         )
-        return PAPER_TABLE6_GMACS.get(("dodnet", self.spec.topology)) if comparable else None
+        key = (_PAPER_APPROACH[self.spec.embedding], self.spec.topology)
+        return PAPER_TABLE6_GMACS.get(key) if comparable else None
+
+
+def _count(net: torch.nn.Module, spec: ModelSpec) -> tuple[int, float]:
+    x = torch.empty(1, 1, *spec.input_patch, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x)
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops() / 2e9
 
 
 def measure(spec: ModelSpec) -> Complexity:
     """Count parameters and MACs of one forward pass over the spec's training patch."""
     with torch.device("meta"):
         net = SparseSSPNet(spec).eval()
-        x = torch.empty(1, 1, *spec.input_patch)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(x)
-    params = sum(p.numel() for p in net.parameters())
-    return Complexity(spec=spec, parameters=params, gmacs=counter.get_total_flops() / 2e9)
+        baked = net.baked() if net.conditioned else net
+    return Complexity(spec, *_count(net, spec), *_count(baked, spec))
 
 
 def all_valid_specs(
@@ -73,16 +95,23 @@ def all_valid_specs(
     patch: tuple[int, int, int] = (32, 128, 128),
     width: float = 1.0,
     units: int = 256,
+    embeddings: tuple[Embedding, ...] = ("none",),
 ) -> list[ModelSpec]:
-    """Every topology x interpolation x projection combination the spec accepts."""
+    """Every embedding x topology x interpolation x projection combination the spec accepts.
+
+    Multi-task networks get the paper's 12 tasks, so their task-dependent layers have paper size.
+    """
     specs = []
-    for topology, interpolation, projection in itertools.product(
-        TOPOLOGIES, INTERPOLATIONS, PROJECTIONS
+    for embedding, topology, interpolation, projection in itertools.product(
+        embeddings, TOPOLOGIES, INTERPOLATIONS, PROJECTIONS
     ):
+        tasks = () if embedding == "none" else tuple(f"task{i}" for i in range(PAPER_NUM_TASKS))
         try:
             specs.append(
                 ModelSpec(
-                    organelle="any",
+                    organelle=tasks[0] if tasks else "any",
+                    tasks=tasks,
+                    embedding=embedding,
                     ratio=ratio,
                     topology=topology,
                     interpolation=interpolation,

@@ -10,15 +10,19 @@ the encoder, the dimensionality of the decoder, and the transform applied to eve
     3to2d      3D, C_k              depth-to-channel -> U  2D, U at every level
     2to3d      2D, z as channels    channel-to-depth       3D, C_k
 
-Contract: input (B, 1, D/r, H, W) sparse TL, output (B, 1, D, H, W) fluorescence.
+Contract: input (B, 1, D/r, H, W) sparse TL, output (B, 1, D, H, W) fluorescence. A multi-task
+network (spec.embedding != 'none') also takes the task index per sample; without one it predicts
+`spec.organelle`, and `baked()` turns it into a task-free network for that organelle.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsessp_bmz.nets.blocks import ResidualBlock, conv, downsample, upsample
+from sparsessp_bmz.nets.embeddings import DynamicHead, TaskSequential, bake
 from sparsessp_bmz.nets.transforms import (
     ChannelToDepth,
     DepthToChannel,
@@ -48,15 +52,19 @@ class SparseSSPNet(nn.Module):
 
         self.prefix = PrefixUpsample(spec.ratio) if spec.interpolation == "prefix" else None
 
+        self.conditioned = spec.num_tasks > 0
+        embedding, tasks = spec.embedding, spec.num_tasks
+
         enc_in = 1 if self.encoder_dims == 3 else spec.grid_depth
         self.encoder = nn.ModuleList()
         for level, out_ch in enumerate(channels):
             in_ch = enc_in if level == 0 else channels[level - 1]
-            block = ResidualBlock(self.encoder_dims, in_ch, out_ch)
-            if level > 0:
+            block = ResidualBlock(self.encoder_dims, in_ch, out_ch, embedding, tasks)
+            if level == 0:
+                self.encoder.append(TaskSequential(block))
+            else:
                 scale = _level_scale(self.encoder_dims, pools[level - 1])
-                block = nn.Sequential(downsample(self.encoder_dims, scale), block)
-            self.encoder.append(block)
+                self.encoder.append(TaskSequential(downsample(self.encoder_dims, scale), block))
 
         self.transforms = nn.ModuleList()
         skip_channels: list[int] = []
@@ -80,36 +88,53 @@ class SparseSSPNet(nn.Module):
             scale = _level_scale(self.decoder_dims, pools[level])
             self.ups.append(upsample(self.decoder_dims, prev, out_ch, scale))
             self.decoder.append(
-                ResidualBlock(self.decoder_dims, out_ch + skip_channels[level], out_ch)
+                ResidualBlock(
+                    self.decoder_dims, out_ch + skip_channels[level], out_ch, embedding, tasks
+                )
             )
             prev = out_ch
 
-        self.head, self.postfix = self._build_head(spec, prev)
+        head_out, self.postfix = self._head_shape(spec, prev)
+        if embedding == "dodnet":
+            self.head: nn.Module = DynamicHead(
+                self.decoder_dims, prev, head_out, channels[-1], tasks
+            )
+        elif self.decoder_dims == 3 and self.postfix is not None:
+            self.head = nn.Identity()
+        else:
+            self.head = conv(self.decoder_dims, prev, head_out)
 
-    def _build_head(self, spec: ModelSpec, in_ch: int) -> tuple[nn.Module, nn.Module | None]:
-        """Map the last decoder features to one output channel at the dense depth D.
+    def _head_shape(self, spec: ModelSpec, in_ch: int) -> tuple[int, nn.Module | None]:
+        """Output channels of the head, and the postfix upsampler that follows it, if any.
 
-        A 2D decoder emits depth as channels: D of them, or C_1 features per sparse slice that the
+        A 3D decoder ends in one channel (or hands its features to the postfix upsampler). A 2D
+        decoder emits depth as channels: D of them, or C_1 features per sparse slice that the
         postfix upsampler turns into D slices.
         """
         postfix_ch = spec.encoder_channels[0]
         if self.decoder_dims == 3:
             if spec.interpolation == "postfix":
-                return nn.Identity(), PostfixUpsample(in_ch, spec.ratio)
-            return conv(3, in_ch, 1), None
+                return in_ch, PostfixUpsample(in_ch, spec.ratio)
+            return 1, None
         if spec.interpolation == "postfix":
-            head = conv(2, in_ch, postfix_ch * spec.input_patch[0])
-            return head, PostfixUpsample(postfix_ch, spec.ratio)
-        return conv(2, in_ch, spec.patch[0]), None
+            return postfix_ch * spec.input_patch[0], PostfixUpsample(postfix_ch, spec.ratio)
+        return spec.patch[0], None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def baked(self) -> SparseSSPNet:
+        """A task-free copy predicting `spec.organelle`: what a bioimage.io package ships."""
+        net = bake(self, self.spec.task_index)
+        net.conditioned = False
+        return net
+
+    def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        code = self._task_code(x, task) if self.conditioned else None
         if self.prefix is not None:
             x = self.prefix(x)
         if self.encoder_dims == 2:
             x = x.flatten(1, 2)
         skips = []
         for level in self.encoder:
-            x = level(x)
+            x = level(x, code)
             skips.append(x)
         x = self.transforms[-1](skips[-1])
         for up, block, skip, transform in zip(
@@ -119,11 +144,17 @@ class SparseSSPNet(nn.Module):
             reversed(self.transforms[:-1]),
             strict=True,
         ):
-            x = block(torch.cat((up(x), transform(skip)), dim=1))
-        x = self.head(x)
+            x = block(torch.cat((up(x), transform(skip)), dim=1), code)
+        x = self.head(x, skips[-1], code) if isinstance(self.head, DynamicHead) else self.head(x)
         if self.decoder_dims == 2:
             x = x.unsqueeze(1) if self.postfix is None else self._unfold(x)
         return x if self.postfix is None else self.postfix(x)
+
+    def _task_code(self, x: Tensor, task: Tensor | None) -> Tensor:
+        """One-hot (B, T) task code; the spec's organelle for every sample when no task is given."""
+        if task is None:
+            task = torch.full((x.shape[0],), self.spec.task_index, device=x.device)
+        return F.one_hot(task.to(x.device, torch.long), self.spec.num_tasks).to(x.dtype)
 
     def _unfold(self, x: Tensor) -> Tensor:
         """(B, C_1 * D/r, H, W) -> (B, C_1, D/r, H, W) for the postfix upsampler."""

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from sparsessp_bmz.errors import UserInputError
 
-COMMAND_MODULES: tuple[str, ...] = ("nets",)
+COMMAND_MODULES: tuple[str, ...] = ("nets", "data")
 
 app = typer.Typer(
     name="sparsessp-bmz",

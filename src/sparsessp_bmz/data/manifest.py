@@ -1,0 +1,154 @@
+"""Manifests in the two CSV layouts of the FNet/RepMode tools.
+
+* `path_czi, channel_signal, channel_target, structureProteinName`: one multi-channel file per row
+  (AllenCell style; the column is called path_czi whatever the format).
+* `path_signal, path_target[, structure]`: one file per image; channels default to 0 and the
+  structure to the manifest's file name, as in FNet's one-CSV-per-structure data sets.
+
+Paths are relative to the CSV so a data folder can be moved or shared as a whole. An optional
+`split` column (written by `splits.py`) travels with the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsessp_bmz.errors import UserInputError
+
+CZI_LAYOUT = ("path_czi", "channel_signal", "channel_target", "structureProteinName")
+PAIR_LAYOUT = ("path_signal", "path_target")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One (TL, fluorescence) pair; `line` is the CSV line so every error can point at it."""
+
+    manifest: Path
+    line: int
+    signal_path: Path
+    signal_channel: int
+    target_path: Path
+    target_channel: int
+    structure: str
+    split: str | None
+    raw: tuple[tuple[str, str], ...]
+
+    @property
+    def where(self) -> str:
+        """How error messages name this row."""
+        return f"{self.manifest} line {self.line}"
+
+    @property
+    def cell_key(self) -> str:
+        """Identity of the imaged cell (its TL source), the unit that splits keep together."""
+        fields = dict(self.raw)
+        return fields.get("path_czi") or fields["path_signal"]
+
+    @property
+    def name(self) -> str:
+        """A short readable name: file stem and structure."""
+        stem = self.signal_path.name.split(".")[0]
+        return f"{stem}:{self.structure}"
+
+
+def _channel(value: str, column: str, where: str) -> int:
+    try:
+        channel = int(value)
+    except ValueError:
+        channel = -1
+    if channel < 0:
+        raise UserInputError(
+            f"{where}: {column} must be a channel index (0, 1, ...), got {value!r}; fix the CSV"
+        )
+    return channel
+
+
+def _existing(folder: Path, value: str, column: str, where: str) -> Path:
+    if not value.strip():
+        raise UserInputError(f"{where}: {column} is empty; give a path relative to the CSV")
+    path = (folder / value.strip()).resolve()
+    if not path.exists():
+        raise UserInputError(
+            f"{where}: {column} file {value!r} does not exist (looked for {path}); "
+            "paths are relative to the CSV"
+        )
+    return path
+
+
+def _layout(columns: list[str], manifest: Path) -> tuple[str, ...]:
+    if set(CZI_LAYOUT) <= set(columns):
+        return CZI_LAYOUT
+    if set(PAIR_LAYOUT) <= set(columns):
+        return PAIR_LAYOUT
+    raise UserInputError(
+        f"{manifest}: columns {columns} match no manifest layout; use "
+        f"{', '.join(CZI_LAYOUT)} or {', '.join(PAIR_LAYOUT)}[, structure]"
+    )
+
+
+def read_manifest(manifest: Path) -> list[ManifestRow]:
+    """Parse and check a manifest: columns, channel indices and that every file exists."""
+    manifest = Path(manifest).resolve()
+    if not manifest.is_file():
+        raise UserInputError(f"manifest {manifest} does not exist; give the path of a CSV file")
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
+        layout = _layout(columns, manifest)
+        rows = [_row(manifest, layout, reader.line_num, record) for record in reader]
+    if not rows:
+        raise UserInputError(f"{manifest}: the manifest has a header but no rows; add images")
+    return rows
+
+
+def _row(manifest: Path, layout: tuple[str, ...], line: int, record: dict[str, str]) -> ManifestRow:
+    where = f"{manifest} line {line}"
+    if None in record or any(record.get(column) is None for column in layout):
+        raise UserInputError(f"{where}: the row has a different number of fields than the header")
+    folder = manifest.parent
+    if layout == CZI_LAYOUT:
+        signal = target = _existing(folder, record["path_czi"], "path_czi", where)
+        structure = record["structureProteinName"].strip()
+        signal_channel = _channel(record["channel_signal"], "channel_signal", where)
+        target_channel = _channel(record["channel_target"], "channel_target", where)
+    else:
+        signal = _existing(folder, record["path_signal"], "path_signal", where)
+        target = _existing(folder, record["path_target"], "path_target", where)
+        structure = (record.get("structure") or manifest.stem).strip()
+        signal_channel = _channel(record.get("channel_signal") or "0", "channel_signal", where)
+        target_channel = _channel(record.get("channel_target") or "0", "channel_target", where)
+    if not structure:
+        raise UserInputError(f"{where}: the structure name is empty; name the labelled structure")
+    split = (record.get("split") or "").strip() or None
+    if split is not None and split not in SPLITS:
+        raise UserInputError(f"{where}: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return ManifestRow(
+        manifest=manifest,
+        line=line,
+        signal_path=signal,
+        signal_channel=signal_channel,
+        target_path=target,
+        target_channel=target_channel,
+        structure=structure,
+        split=split,
+        raw=tuple((k, (v or "").strip()) for k, v in record.items() if k != "split"),
+    )
+
+
+def select_structures(
+    rows: list[ManifestRow], structures: tuple[str, ...] | None
+) -> list[ManifestRow]:
+    """Keep the requested structures; naming one the manifest lacks is an error, not no rows."""
+    if structures is None:
+        return rows
+    present = sorted({row.structure for row in rows})
+    missing = [name for name in structures if name not in present]
+    if missing:
+        raise UserInputError(
+            f"{rows[0].manifest}: unknown structure(s) {missing}; the manifest has {present}"
+        )
+    return [row for row in rows if row.structure in structures]

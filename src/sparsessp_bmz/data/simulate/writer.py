@@ -1,0 +1,113 @@
+"""Turning simulated fields into files: one OME-TIFF per field and a manifest like real data's.
+
+Each field and each channel has its own random stream derived from (seed, field, channel), so a
+field looks the same whatever structures, worker count or number of fields are asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.config import SIMULATED_STRUCTURES, SimulationSettings, VoxelSize
+from sparsessp_bmz.data.manifest import CZI_LAYOUT
+
+MANIFEST_NAME = "manifest.csv"
+IMAGE_FOLDER = "images"
+TL_CHANNEL = "TL"
+_TL_STREAM = len(SIMULATED_STRUCTURES) + 1
+
+
+def image_name(index: int) -> str:
+    return f"cell_{index:04d}.ome.tif"
+
+
+def simulate_cell(index: int, settings: SimulationSettings) -> np.ndarray:
+    """One field as uint16 (C, Z, Y, X): TL first, then the structures in the requested order."""
+    from sparsessp_bmz.data.simulate.geometry import simulate_field
+    from sparsessp_bmz.data.simulate.optics import fluorescence, refractive_index, transmitted_light
+
+    def stream(channel: int) -> np.random.Generator:
+        return np.random.default_rng([settings.seed, index, channel])
+
+    field = simulate_field(settings.shape, settings.voxel_size_um, stream(0))
+    channels = [
+        transmitted_light(refractive_index(field), settings.voxel_size_um, stream(_TL_STREAM))
+    ]
+    for name in settings.structures:
+        rng = stream(1 + SIMULATED_STRUCTURES.index(name))
+        channels.append(fluorescence(name, field.structures[name], settings.voxel_size_um, rng))
+    return np.stack(channels)
+
+
+def write_ome_tiff(path: Path, data: np.ndarray, voxel: VoxelSize, channels: list[str]) -> None:
+    """(C, Z, Y, X) to an OME-TIFF whose metadata records voxel sizes and channel names."""
+    import tifffile
+
+    metadata = {
+        "axes": "CZYX",
+        "PhysicalSizeZ": voxel[0],
+        "PhysicalSizeY": voxel[1],
+        "PhysicalSizeX": voxel[2],
+        "PhysicalSizeZUnit": "µm",
+        "PhysicalSizeYUnit": "µm",
+        "PhysicalSizeXUnit": "µm",
+        "Channel": {"Name": channels},
+    }
+    with atomic_output(path) as handle:
+        tifffile.imwrite(handle, data, ome=True, photometric="minisblack", metadata=metadata)
+
+
+def _write_cell(index: int, settings: SimulationSettings, folder: Path) -> None:
+    data = simulate_cell(index, settings)
+    channels = [TL_CHANNEL, *settings.structures]
+    write_ome_tiff(folder / image_name(index), data, settings.voxel_size_um, channels)
+
+
+def _one_thread_each() -> None:
+    """Workers already fill the cores; threads inside each would only compete for them."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def write_manifest(path: Path, settings: SimulationSettings) -> None:
+    """FNet layout, one row per field and structure, paths relative to the manifest."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CZI_LAYOUT)
+    for index in range(settings.cells):
+        for channel, name in enumerate(settings.structures, start=1):
+            writer.writerow([f"{IMAGE_FOLDER}/{image_name(index)}", 0, channel, name])
+    with atomic_output(path) as handle:
+        handle.write(text.getvalue().encode("utf-8"))
+
+
+def simulate(
+    settings: SimulationSettings, out: Path, progress: Callable[[], None] | None = None
+) -> Path:
+    """Write the data set under `out` and return its manifest (written last, once images exist)."""
+    folder = out / IMAGE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    indices = range(settings.cells)
+    if settings.workers == 1:
+        for index in indices:
+            _write_cell(index, settings, folder)
+            if progress is not None:
+                progress()
+    else:
+        with ProcessPoolExecutor(settings.workers, initializer=_one_thread_each) as pool:
+            futures = [pool.submit(_write_cell, index, settings, folder) for index in indices]
+            for future in futures:
+                future.result()
+                if progress is not None:
+                    progress()
+    manifest = out / MANIFEST_NAME
+    write_manifest(manifest, settings)
+    return manifest

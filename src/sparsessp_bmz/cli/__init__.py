@@ -14,7 +14,7 @@ from rich.console import Console
 
 from sparsessp_bmz.errors import UserInputError
 
-COMMAND_MODULES: tuple[str, ...] = ("nets", "data")
+COMMAND_MODULES: tuple[str, ...] = ("nets", "data", "predict", "evaluate")
 
 app = typer.Typer(
     name="sparsessp-bmz",

@@ -1,0 +1,70 @@
+"""`sparsessp-bmz evaluate`: the paper's metrics of one checkpoint on whole held-out volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Trained checkpoint (.ckpt).")],
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV of the data set.")],
+    split: Annotated[str, typer.Option(help="Split to score: test, val or train.")] = "test",
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="Results CSV of a baseline (summary.csv): adds Delta_Imp columns."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for per_image.csv and summary.csv (default: next to CKPT)."),
+    ] = None,
+    structure: Annotated[
+        list[str] | None,
+        typer.Option(help="Structure(s) to score (default: those the model was trained on)."),
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Sliding-window overlap per axis.")] = 0.5,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+) -> None:
+    """Predict every volume of a split with the sliding window and score MSE, MAE, R², r."""
+    from rich.console import Console
+
+    from sparsessp_bmz.data.config import DataSettings
+    from sparsessp_bmz.evaluation import (
+        compare,
+        evaluate_model,
+        read_baseline,
+        results_table,
+        write_results,
+    )
+    from sparsessp_bmz.training.checkpoint import load_trained
+
+    trained = load_trained(checkpoint)
+    reference = read_baseline(baseline) if baseline is not None else None
+    settings = DataSettings(
+        manifest=manifest.resolve(),
+        voxel_size_um=trained.voxel_size_um,
+        structures=tuple(structure) if structure else None,
+    )
+    result = evaluate_model(
+        trained,
+        settings,
+        split,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        progress=True,
+    )
+    if reference is not None:
+        result = compare(result, reference)
+    out_dir = out if out is not None else checkpoint.parent / f"eval-{split}"
+    per_image, summary = write_results(result, out_dir)
+    console = Console()
+    console.print(results_table(result))
+    console.print(f"wrote {per_image} and {summary}")

@@ -1,0 +1,156 @@
+"""Whole-volume evaluation: grid alignment, per-structure results, CSVs and Delta_Imp."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparsessp_bmz.data.config import DataSettings
+from sparsessp_bmz.data.splits import rows_for
+from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.evaluation import (
+    compare,
+    evaluate_model,
+    evaluate_predictor,
+    read_baseline,
+    results_table,
+    write_results,
+)
+from sparsessp_bmz.imageio import write_ome_tiff
+from sparsessp_bmz.metrics import ALL
+from sparsessp_bmz.nets import build_net
+from sparsessp_bmz.spec import ModelSpec
+from sparsessp_bmz.trained import TrainedModel
+
+VOXEL = (0.29, 0.29, 0.29)
+
+
+def write_dataset(folder: Path, shape: tuple[int, int, int], cells: int = 4) -> Path:
+    """Cells whose fluorescence is their TL with every slice pair equal (r = 2 recoverable).
+
+    Two structures image the same cells, as in AllenCell-style manifests.
+    """
+    rng = np.random.default_rng(0)
+    lines = ["path_signal,path_target,structure"]
+    for cell in range(cells):
+        sparse = rng.normal(size=(-(-shape[0] // 2), *shape[1:])).astype(np.float32)
+        tl = np.repeat(sparse, 2, axis=0)[: shape[0]]
+        write_ome_tiff(folder / f"cell{cell}_tl.ome.tif", tl, VOXEL)
+        write_ome_tiff(folder / f"cell{cell}_dna.ome.tif", 3 * tl + 1, VOXEL)
+        noisy = tl + rng.normal(scale=1.0, size=tl.shape).astype(np.float32)
+        write_ome_tiff(folder / f"cell{cell}_mem.ome.tif", noisy, VOXEL)
+        lines.append(f"cell{cell}_tl.ome.tif,cell{cell}_dna.ome.tif,dna")
+        lines.append(f"cell{cell}_tl.ome.tif,cell{cell}_mem.ome.tif,membrane")
+    manifest = folder / "cells.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def nearest(sparse: np.ndarray) -> np.ndarray:
+    return np.repeat(sparse, 2, axis=0)
+
+
+@pytest.mark.parametrize("depth", [10, 11], ids=["multiple-of-r", "odd-depth"])
+def test_a_predictor_that_recovers_the_grid_scores_perfectly(tmp_path: Path, depth: int) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (depth, 16, 20)), structures=("dna",))
+    rows = rows_for(settings, None)
+    result = evaluate_predictor(nearest, rows, settings, 2, model_id="nearest", split="all")
+    assert len(result.images) == 4
+    for image in result.images:
+        assert image.metrics.mse == pytest.approx(0.0, abs=1e-10)
+        assert image.metrics.r2 == pytest.approx(1.0)
+
+
+def test_summary_has_one_row_per_structure_and_an_all_row(tmp_path: Path) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)))
+    result = evaluate_predictor(
+        nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
+    )
+    assert [(r.structure, r.n_images) for r in result.summary] == [
+        ("dna", 4),
+        ("membrane", 4),
+        (ALL, 8),
+    ]
+    dna, membrane, overall = (r.metrics for r in result.summary)
+    assert membrane.r2 < dna.r2
+    assert overall.mse == pytest.approx((dna.mse + membrane.mse) / 2)
+
+
+def test_evaluate_model_scores_the_test_split_of_the_models_structure(tmp_path: Path) -> None:
+    manifest = write_dataset(tmp_path, (9, 40, 36), cells=4)
+    spec = ModelSpec(
+        organelle="dna", ratio=2, topology="3to2d", width=0.125, units=16, patch=(8, 32, 32)
+    )
+    torch.manual_seed(0)
+    trained = TrainedModel(spec=spec, net=build_net(spec).eval())
+    result = evaluate_model(trained, DataSettings(manifest=manifest), "test", batch_size=2)
+    assert result.model_id == "sparsessp-dna-r2-3to2d"
+    assert {image.structure for image in result.images} == {"dna"}
+    assert len(result.images) == 1  # 25 % of 4 cells
+    assert all(np.isfinite(image.metrics.mse) for image in result.images)
+
+
+def test_results_round_trip_as_a_baseline_with_zero_delta_imp(tmp_path: Path) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)))
+    result = evaluate_predictor(
+        nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
+    )
+    per_image, summary = write_results(result, tmp_path / "eval")
+    for baseline in (read_baseline(summary), read_baseline(per_image)):
+        compared = compare(result, baseline)
+        assert set(compared.deltas) == {"dna", "membrane", ALL}
+        for delta in compared.deltas.values():
+            assert all(value == pytest.approx(0.0, abs=1e-9) for value in delta.values())
+
+
+def test_delta_imp_columns_are_written_and_positive_when_better(tmp_path: Path) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)), structures=("dna",))
+    rows = rows_for(settings, None)
+    good = evaluate_predictor(nearest, rows, settings, 2, model_id="nearest", split="all")
+    worse = evaluate_predictor(
+        lambda s: 0.5 * nearest(s), rows, settings, 2, model_id="half", split="all"
+    )
+    _, worse_summary = write_results(worse, tmp_path / "worse")
+    compared = compare(good, read_baseline(worse_summary))
+    _, summary = write_results(compared, tmp_path / "good")
+    with summary.open() as handle:
+        records = {r["structure"]: r for r in csv.DictReader(handle)}
+    assert float(records["dna"]["delta_mse"]) > 0
+    assert float(records["dna"]["delta_r2"]) > 0
+    assert float(records[ALL]["delta_mae"]) == pytest.approx(100.0)  # MAE went to zero
+    assert "Δ MSE %" in [c.header for c in results_table(compared).columns]
+
+
+def test_baseline_without_the_evaluated_structures_is_refused(tmp_path: Path) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)), structures=("dna",))
+    result = evaluate_predictor(
+        nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
+    )
+    other = tmp_path / "other.csv"
+    other.write_text("structure,mse,mae,r2\ntubulin,0.5,0.4,0.3\n")
+    with pytest.raises(UserInputError, match="none of the structures"):
+        compare(result, read_baseline(other))
+
+
+def test_baseline_with_missing_columns_names_them(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("structure,mse\ndna,0.5\n")
+    with pytest.raises(UserInputError, match=r"lack \['mae', 'r2'\]"):
+        read_baseline(bad)
+
+
+def test_paper_style_baseline_without_pearson_gives_nan_pearson_delta(tmp_path: Path) -> None:
+    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)), structures=("dna",))
+    result = evaluate_predictor(
+        nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
+    )
+    paper = tmp_path / "paper.csv"
+    paper.write_text("structure,mse,mae,r2\ndna,0.5806,0.5033,0.3822\n")
+    delta = compare(result, read_baseline(paper)).deltas["dna"]
+    assert delta["mse"] == pytest.approx(100.0)
+    assert math.isnan(delta["pearson"])

@@ -14,7 +14,17 @@ from rich.console import Console
 
 from sparsessp_bmz.errors import UserInputError
 
-COMMAND_MODULES: tuple[str, ...] = ("nets", "data", "predict", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "data",
+    "train",
+    "matrix",
+    "predict",
+    "evaluate",
+    "export",
+    "validate",
+    "nets",
+)
 
 app = typer.Typer(
     name="sparsessp-bmz",

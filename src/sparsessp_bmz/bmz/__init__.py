@@ -1,0 +1,1 @@
+"""BioImage Model Zoo export and validation (imports bioimageio.spec, torch, onnx: load lazily)."""

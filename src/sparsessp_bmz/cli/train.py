@@ -1,0 +1,49 @@
+"""`sparsessp-bmz train`: train one model from a YAML preset; re-running resumes a killed run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    config: Annotated[
+        Path, typer.Argument(help="Training preset (YAML), e.g. training/demo.yaml.")
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted overrides, e.g. model.ratio=4 optim.max_steps=50."),
+    ] = None,
+) -> None:
+    """Train with Lightning: best (validation MSE) and last checkpoints, metrics CSV, resume.
+
+    Running the same command again resumes from the run's last checkpoint, or says that the run
+    already finished.
+    """
+    from rich.console import Console
+
+    from sparsessp_bmz.training.config import load_config
+    from sparsessp_bmz.training.run import train as run_training
+
+    settings = load_config(config, overrides or [])
+    console = Console()
+    console.print(f"run folder: {settings.run_dir()}", highlight=False)
+    result = run_training(settings)
+    if result.status == "already finished":
+        console.print(
+            f"[bold]{settings.model.model_id}[/] already finished ({result.global_step} steps); "
+            f"nothing to do. Raise optim.max_steps/max_epochs to train further.",
+            highlight=False,
+        )
+    console.print(
+        f"best validation MSE {result.best_val_mse:.4f} after {result.global_step} steps\n"
+        f"best checkpoint {result.best_checkpoint}\nlast checkpoint {result.last_checkpoint}\n"
+        f"metrics {result.metrics_csv}",
+        highlight=False,
+    )

@@ -1,0 +1,254 @@
+"""The model matrix: train and evaluate every (organelle, ratio, topology) of a YAML file.
+
+Meant to run unattended for days on a cluster: finished entries are skipped (their run folders
+say so), an entry that crashes is logged to its run folder and marked failed while the others go
+on, and the end is always one summary table (CSV, markdown and a printed table). Running the same
+command again retries only what failed or is unfinished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.spec import SparsityRatio, Topology
+from sparsessp_bmz.training.config import (
+    TrainConfig,
+    apply_overrides,
+    config_from_mapping,
+    format_validation_error,
+    load_raw,
+)
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+ERROR_LOG = "error.log"
+EVAL_DIR = "eval-{split}"
+
+
+class MatrixSettings(BaseModel):
+    """Which models to train: the cross product of organelles, ratios and topologies.
+
+    Every entry starts from the `base` preset (relative to the matrix file), then `overrides`,
+    then its own organelle, ratio and topology.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: Path
+    organelles: tuple[str, ...] = Field(min_length=1)
+    ratios: tuple[SparsityRatio, ...] = Field(min_length=1)
+    topologies: tuple[Topology, ...] = Field(min_length=1)
+    overrides: tuple[str, ...] = ()
+    evaluate: bool = Field(True, description="Score each model on whole volumes of `split`.")
+    split: str = "test"
+    summary_dir: Path | None = Field(
+        None, description="Where the summary goes; default OUTPUT_DIR/matrix-<file name>."
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cell of the matrix; `config` is None when its config is invalid (`error` says why)."""
+
+    organelle: str
+    ratio: int
+    topology: str
+    config: TrainConfig | None
+    error: str = ""
+
+
+@dataclass
+class EntryResult:
+    """One row of the summary table."""
+
+    organelle: str
+    ratio: int
+    topology: str
+    model_id: str = ""
+    status: str = "failed"
+    steps: int = 0
+    best_val_mse: float = math.nan
+    mse: float = math.nan
+    mae: float = math.nan
+    r2: float = math.nan
+    pearson: float = math.nan
+    run_dir: str = ""
+    error: str = ""
+
+
+def load_matrix(
+    path: Path, overrides: list[str] | None = None
+) -> tuple[MatrixSettings, list[Entry]]:
+    """The matrix settings and one entry per (organelle, ratio, topology), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(
+            f"matrix file {path} does not exist; give a YAML like training/matrix.yaml"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        settings = MatrixSettings.model_validate(raw)
+    except yaml.YAMLError as err:
+        raise UserInputError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from err
+    except ValidationError as err:
+        raise UserInputError(format_validation_error(err, str(path))) from err
+    base = load_raw(path.parent / settings.base)
+    common = [*settings.overrides, *(overrides or [])]
+    entries = []
+    for organelle, ratio, topology in itertools.product(
+        settings.organelles, settings.ratios, settings.topologies
+    ):
+        own = [f"model.organelle={organelle}", f"model.ratio={ratio}", f"model.topology={topology}"]
+        source = f"{path} entry {organelle}/r{ratio}/{topology}"
+        try:
+            config = config_from_mapping(apply_overrides(base, [*common, *own]), source)
+        except UserInputError as err:
+            entries.append(Entry(organelle, ratio, topology, None, str(err)))
+            continue
+        entries.append(Entry(organelle, ratio, topology, config))
+    return settings, entries
+
+
+def summary_dir(path: Path, settings: MatrixSettings, entries: list[Entry]) -> Path:
+    if settings.summary_dir is not None:
+        return settings.summary_dir
+    output = next((e.config.trainer.output_dir for e in entries if e.config), Path("training/runs"))
+    return output / f"matrix-{Path(path).stem}"
+
+
+def _evaluate(config: TrainConfig, checkpoint: Path, split: str, row: EntryResult) -> None:
+    """Whole-volume scores of the best checkpoint, computed once and then read back."""
+    from sparsessp_bmz.evaluation import SUMMARY_CSV as EVAL_SUMMARY
+    from sparsessp_bmz.evaluation import evaluate_model, write_results
+    from sparsessp_bmz.metrics import ALL
+    from sparsessp_bmz.training.checkpoint import load_trained
+
+    out = config.run_dir() / EVAL_DIR.format(split=split)
+    summary = out / EVAL_SUMMARY
+    if not summary.is_file():
+        result = evaluate_model(load_trained(checkpoint), config.data_settings, split)
+        write_results(result, out)
+    with summary.open(newline="", encoding="utf-8") as handle:
+        records = {record["structure"]: record for record in csv.DictReader(handle)}
+    overall = records.get(ALL) or next(iter(records.values()))
+    for name in ("mse", "mae", "r2", "pearson"):
+        setattr(row, name, float(overall[name]))
+
+
+def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
+    """Train (and evaluate) one entry; any failure is recorded, not raised."""
+    from sparsessp_bmz.training.run import train
+
+    row = EntryResult(entry.organelle, entry.ratio, entry.topology)
+    if entry.config is None:
+        row.error = entry.error
+        return row
+    config = entry.config
+    row.model_id = config.model.model_id
+    row.run_dir = str(config.run_dir())
+    try:
+        result = train(config)
+        row.status, row.steps, row.best_val_mse = (
+            result.status,
+            result.global_step,
+            result.best_val_mse,
+        )
+        if settings.evaluate:
+            _evaluate(config, result.best_checkpoint, settings.split, row)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one broken entry must not stop a week-long matrix
+        row.status = "failed"
+        row.error = f"{type(err).__name__}: {err}".splitlines()[0]
+        log = config.run_dir() / ERROR_LOG
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+    return row
+
+
+def run_matrix(
+    path: Path,
+    overrides: list[str] | None = None,
+    on_entry: Callable[[Entry, int, int], None] | None = None,
+) -> tuple[list[EntryResult], Path]:
+    """Run every entry, write the summary, return the rows and the summary folder."""
+    settings, entries = load_matrix(path, overrides)
+    rows = []
+    for index, entry in enumerate(entries):
+        if on_entry is not None:
+            on_entry(entry, index, len(entries))
+        rows.append(run_entry(entry, settings))
+    out = summary_dir(path, settings, entries)
+    write_summary(rows, out)
+    return rows, out
+
+
+# ---- summary -------------------------------------------------------------------------------
+
+_METRIC_COLUMNS = ("best_val_mse", "mse", "mae", "r2", "pearson")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def write_summary(rows: list[EntryResult], out: Path) -> tuple[Path, Path]:
+    """summary.csv (all fields) and summary.md (a readable table), written atomically."""
+    records = [asdict(row) for row in rows]
+    columns = list(records[0]) if records else list(EntryResult.__dataclass_fields__)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    csv_path, md_path = out / SUMMARY_CSV, out / SUMMARY_MD
+    with atomic_output(csv_path) as handle:
+        handle.write(text.getvalue().encode("utf-8"))
+    shown = [c for c in columns if c not in ("run_dir",)]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for record in records:
+        cells = [_cell(record[c]).replace("|", "\\|") for c in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    with atomic_output(md_path) as handle:
+        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+    return csv_path, md_path
+
+
+def summary_table(rows: list[EntryResult]):  # type: ignore[no-untyped-def]
+    """A rich table of the summary (status coloured)."""
+    from rich.table import Table
+
+    table = Table(title="SparseSSP model matrix")
+    for column in ("organelle", "r", "topology", "status", "steps"):
+        table.add_column(column, justify="right" if column in ("r", "steps") else "left")
+    for column in ("val MSE", "MSE", "MAE", "R²", "Pearson r"):
+        table.add_column(column, justify="right")
+    table.add_column("error")
+    colours = {"failed": "red", "already finished": "dim"}
+    for row in rows:
+        status = row.status
+        colour = colours.get(status, "green")
+        table.add_row(
+            row.organelle,
+            str(row.ratio),
+            row.topology,
+            f"[{colour}]{status}[/]",
+            str(row.steps),
+            *(_cell(getattr(row, c)) for c in _METRIC_COLUMNS),
+            row.error[:80],
+        )
+    return table

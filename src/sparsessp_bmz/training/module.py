@@ -1,0 +1,115 @@
+"""The Lightning module: one SparseSSP network, its loss, Adam, and the facts a checkpoint keeps.
+
+Hyper-parameters are plain JSON-able dicts (the config dumped in JSON mode), so checkpoints load
+with `torch.load(weights_only=True)` and rebuild the exact network without this class.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from sparsessp_bmz.nets import build_net
+from sparsessp_bmz.training.checkpoint import CHECKPOINT_FORMAT, FACTS_KEY
+from sparsessp_bmz.training.config import TrainConfig
+from sparsessp_bmz.training.losses import make_loss
+
+Batch = dict[str, Any]
+
+
+class SparseSSPModule(L.LightningModule):
+    """Trains `build_net(config.model)` on sparse -> dense patches; validates with MSE."""
+
+    def __init__(self, config: dict[str, Any], format: str = CHECKPOINT_FORMAT) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = TrainConfig.model_validate(config)
+        self.spec = self.config.model
+        self.net = build_net(self.spec)
+        optim = self.config.optim
+        self.loss_fn = make_loss(
+            optim.loss, spotlight_lambda=optim.spotlight_lambda, spotlight_k=optim.spotlight_k
+        )
+        self.val_mse = math.nan
+        self.best_val_mse = math.inf
+        self.validated_at_step = -1
+
+    def forward(self, sparse: Tensor, task: Tensor | None = None) -> Tensor:
+        return self.net(sparse, task)
+
+    def _task(self, batch: Batch) -> Tensor | None:
+        """Task indices in the network's task order (the dataset numbers structures its own way)."""
+        if not self.spec.tasks:
+            return None
+        names = batch["structure"]
+        return torch.tensor([self.spec.tasks.index(n) for n in names], device=self.device)
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        prediction = self(batch["input"], self._task(batch))
+        loss = self.loss_fn(prediction, batch["target"])
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["input"]))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        prediction = self(batch["input"], self._task(batch))
+        mse = F.mse_loss(prediction.float(), batch["target"].float())
+        self.log("val_mse", mse, prog_bar=True, sync_dist=True, batch_size=len(batch["input"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        value = self.trainer.callback_metrics.get("val_mse")
+        if value is None:
+            return
+        self.val_mse = float(value)
+        self.best_val_mse = min(self.best_val_mse, self.val_mse)
+        self.validated_at_step = self.global_step
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optim = self.config.optim
+        return torch.optim.Adam(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FACTS_KEY] = {
+            "val_mse": self.val_mse,
+            "best_val_mse": self.best_val_mse,
+            "validated_at_step": self.validated_at_step,
+            "global_step": int(self.global_step),
+            "epoch": int(self.current_epoch),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        facts = checkpoint.get(FACTS_KEY, {})
+        self.val_mse = float(facts.get("val_mse", math.nan))
+        self.best_val_mse = float(facts.get("best_val_mse", math.inf))
+        self.validated_at_step = int(facts.get("validated_at_step", -1))
+
+
+class StepBudget(L.Callback):
+    """Stops training after `max_steps` optimiser steps.
+
+    Lightning's own `max_steps` switches its loops to iteration-based restarts, which replay part
+    of an epoch when resuming from an end-of-epoch checkpoint; stopping through `should_stop`
+    keeps the epoch-based restart, whose resumed runs are bit-identical to uninterrupted ones.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.max_steps:
+            trainer.should_stop = True

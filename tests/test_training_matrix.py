@@ -1,0 +1,75 @@
+"""The model matrix: skips finished entries, survives a failing one, writes one summary."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from data_fixtures import SMALL_FIELD
+
+from sparsessp_bmz.data.config import SimulationSettings
+from sparsessp_bmz.data.simulate.writer import simulate
+from sparsessp_bmz.training.matrix import run_matrix
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    settings = SimulationSettings(
+        cells=4, structures=("dna", "mitochondria"), seed=3, shape=SMALL_FIELD
+    )
+    return simulate(settings, tmp_path_factory.mktemp("simulated"))
+
+
+def write_matrix(folder: Path, manifest: Path, organelles: str) -> Path:
+    (folder / "base.yaml").write_text(
+        "model: {organelle: dna, ratio: 2, topology: 3to2d, width: 0.125, units: 16, "
+        "patch: [8, 32, 32]}\n"
+        f"data: {{manifest: {manifest}, samples_per_epoch: 4, patches_per_volume: 2}}\n"
+        "optim: {batch_size: 2, max_steps: 2, val_samples: 2, lr: 1.0e-3}\n"
+        f"trainer: {{output_dir: {folder / 'runs'}, progress_bar: false, accelerator: cpu}}\n"
+    )
+    matrix = folder / "matrix.yaml"
+    matrix.write_text(
+        f"base: base.yaml\norganelles: {organelles}\nratios: [2]\ntopologies: [3to2d]\n"
+    )
+    return matrix
+
+
+def read_summary(out: Path) -> list[dict[str, str]]:
+    with (out / "summary.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_matrix_survives_a_failing_entry_and_skips_finished_ones(
+    manifest: Path, tmp_path: Path
+) -> None:
+    # 'golgi' is not in the manifest: that entry fails, the DNA entry still trains and scores.
+    matrix = write_matrix(tmp_path, manifest, "[golgi, dna]")
+    rows, out = run_matrix(matrix)
+    by_organelle = {row.organelle: row for row in rows}
+    assert by_organelle["golgi"].status == "failed"
+    assert "golgi" in by_organelle["golgi"].error
+    assert (Path(by_organelle["golgi"].run_dir) / "error.log").is_file()
+    dna = by_organelle["dna"]
+    assert dna.status == "trained" and dna.steps == 2
+    assert -10 < dna.r2 < 1 and dna.mse > 0
+    summary = read_summary(out)
+    assert [r["organelle"] for r in summary] == ["golgi", "dna"]
+    assert (out / "summary.md").read_text().count("\n") == 4
+
+    rows, _ = run_matrix(matrix)
+    again = {row.organelle: row for row in rows}
+    assert again["dna"].status == "already finished"
+    assert again["dna"].r2 == pytest.approx(dna.r2)
+    assert again["golgi"].status == "failed"
+
+
+def test_an_invalid_entry_config_is_reported_not_raised(manifest: Path, tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, manifest, "[dna]")
+    matrix.write_text(
+        matrix.read_text().replace("ratios: [2]", "ratios: [2]\noverrides: ['model.units=15']")
+    )
+    rows, out = run_matrix(matrix)
+    assert rows[0].status == "failed" and "U=15" in rows[0].error
+    assert read_summary(out)[0]["status"] == "failed"

@@ -1,0 +1,211 @@
+"""Training runs: checkpoints and metrics on disk, load_trained, resume equality, finish-once."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from data_fixtures import SMALL_FIELD
+
+from sparsessp_bmz.data.config import SimulationSettings
+from sparsessp_bmz.data.simulate.writer import simulate
+from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.training.checkpoint import load_trained
+from sparsessp_bmz.training.config import TrainConfig, apply_overrides, config_from_mapping
+from sparsessp_bmz.training.run import train
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small simulated fields (train 2, val 1, test 1) with DNA and mitochondria."""
+    settings = SimulationSettings(
+        cells=4, structures=("dna", "mitochondria"), seed=3, shape=SMALL_FIELD
+    )
+    return simulate(settings, tmp_path_factory.mktemp("simulated"))
+
+
+def tiny_config(manifest: Path, run_dir: Path, *overrides: str) -> TrainConfig:
+    """Two steps per epoch on 8x32x32 patches of a very narrow 3to2d net."""
+    raw = {
+        "model": {
+            "organelle": "dna",
+            "ratio": 2,
+            "topology": "3to2d",
+            "width": 0.125,
+            "units": 16,
+            "patch": [8, 32, 32],
+        },
+        "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
+        "optim": {"batch_size": 2, "max_steps": 3, "val_samples": 2, "lr": 1e-3},
+        "trainer": {"run_dir": str(run_dir), "progress_bar": False, "accelerator": "cpu"},
+    }
+    return config_from_mapping(apply_overrides(raw, overrides), "test")
+
+
+class CrashAt(L.Callback):
+    """Stands in for kill -9: dies before the given step, after earlier checkpoints were written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def net_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_trained(checkpoint).net.state_dict()
+
+
+def test_short_run_writes_best_and_last_checkpoints_and_metrics_csv(
+    manifest: Path, tmp_path: Path
+) -> None:
+    result = train(tiny_config(manifest, tmp_path / "run"))
+    assert result.status == "trained"
+    assert result.best_checkpoint.is_file() and result.last_checkpoint.is_file()
+    assert result.global_step == 3
+    rows = list(csv.DictReader(result.metrics_csv.open()))
+    assert any(row.get("val_mse") for row in rows)
+    assert any(row.get("train_loss_epoch") for row in rows)
+    assert math.isfinite(result.best_val_mse)
+
+
+def test_load_trained_rebuilds_the_trained_network_with_its_facts(
+    manifest: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(manifest, tmp_path / "run")
+    result = train(config)
+    trained = load_trained(result.best_checkpoint)
+    assert trained.spec == config.model
+    assert not trained.net.training
+    assert trained.structures == ("dna",)
+    assert trained.manifest == manifest
+    assert trained.voxel_size_um == (0.29, 0.29, 0.29)
+    assert trained.metrics["best_val_mse"] == pytest.approx(result.best_val_mse)
+    assert trained.training["global_step"] == 3
+    raw = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
+    for key, value in trained.net.state_dict().items():
+        assert torch.equal(value, raw["state_dict"][f"net.{key}"])
+    sparse = torch.randn(1, 1, *config.model.input_patch)
+    assert trained.net(sparse).shape == (1, 1, *config.model.patch)
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
+    manifest: Path, tmp_path: Path
+) -> None:
+    steps = "optim.max_steps=6"
+    straight = train(tiny_config(manifest, tmp_path / "straight", steps))
+    config = tiny_config(manifest, tmp_path / "crashed", steps)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, callbacks=[CrashAt(3)])  # mid-epoch 1: last.ckpt is from step 2
+    resumed = train(config)
+    assert resumed.status == "resumed"
+    assert resumed.global_step == straight.global_step == 6
+    expected, actual = net_weights(straight.last_checkpoint), net_weights(resumed.last_checkpoint)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def test_rerunning_a_finished_run_is_a_no_op(manifest: Path, tmp_path: Path) -> None:
+    config = tiny_config(manifest, tmp_path / "run")
+    first = train(config)
+    stamp = first.last_checkpoint.stat().st_mtime_ns
+    again = train(config)
+    assert again.status == "already finished"
+    assert again.best_val_mse == first.best_val_mse
+    assert first.last_checkpoint.stat().st_mtime_ns == stamp
+
+
+def test_a_larger_step_budget_continues_the_finished_run(manifest: Path, tmp_path: Path) -> None:
+    train(tiny_config(manifest, tmp_path / "run"))
+    longer = train(tiny_config(manifest, tmp_path / "run", "optim.max_steps=4"))
+    assert longer.status == "resumed" and longer.global_step == 4
+
+
+def test_a_run_folder_of_another_config_is_refused(manifest: Path, tmp_path: Path) -> None:
+    train(tiny_config(manifest, tmp_path / "run"))
+    other = tiny_config(manifest, tmp_path / "run", "optim.lr=0.01")
+    with pytest.raises(UserInputError, match="different training run"):
+        train(other)
+
+
+def test_spotlight_loss_trains(manifest: Path, tmp_path: Path) -> None:
+    config = tiny_config(manifest, tmp_path / "run", "optim.loss=spotlight")
+    result = train(config)
+    assert math.isfinite(result.best_val_mse)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"not a checkpoint at all", "cannot be read"),
+        ("foreign", "not written by `sparsessp-bmz train`"),
+    ],
+)
+def test_load_trained_refuses_missing_corrupt_and_foreign_files(
+    tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    path = tmp_path / "model.ckpt"
+    if content == "foreign":
+        torch.save({"state_dict": {}, "hyper_parameters": {"lr": 0.1}}, path)
+    elif content is not None:
+        path.write_bytes(content)  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match=message):
+        load_trained(path)
+
+
+@pytest.mark.slow
+def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(
+    manifest: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def preset(run_dir: Path) -> Path:
+        raw = {
+            "model": {
+                "organelle": "dna",
+                "ratio": 2,
+                "topology": "3to2d",
+                "width": 0.125,
+                "units": 16,
+                "patch": [8, 32, 32],
+            },
+            "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
+            "optim": {"batch_size": 2, "max_steps": 60, "val_samples": 2, "lr": 1e-3},
+            "trainer": {"run_dir": str(run_dir), "progress_bar": False, "accelerator": "cpu"},
+        }
+        path = tmp_path / f"{run_dir.name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    command = [str(Path(sys.executable).parent / "sparsessp-bmz"), "train"]
+    straight = tmp_path / "straight"
+    subprocess.run([*command, str(preset(straight))], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*command, str(preset(killed))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    while not last.exists() and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "done.json").exists(), "the run finished before it could be killed"
+    subprocess.run([*command, str(preset(killed))], check=True, capture_output=True)
+    expected = net_weights(straight / "checkpoints" / "last.ckpt")
+    actual = net_weights(last)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key

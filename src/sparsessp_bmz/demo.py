@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -139,6 +140,8 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
             f"demo matrix {settings.matrix} not found; run the demo from the repository root "
             f"(where training/ lives) or pass --matrix"
         )
+    # Lightning's INFO lines (devices, logger tips) would bury the demo's own progress
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     start = time.perf_counter()
     console.rule("1/3 simulate cells")
     manifest = _simulate(settings, console)
@@ -215,16 +218,17 @@ def write_summary(result: DemoResult, work_dir: Path) -> Path:
 def summary_table(result: DemoResult) -> Table:
     """The demo's closing table."""
     table = Table(title=f"SparseSSP demo ({result.seconds:.0f} s)")
-    for column in ("model", "steps", "test R²", "Pearson r", "package", "bioimageio test"):
-        table.add_column(column, justify="right" if column in ("steps", "test R²") else "left")
+    table.add_column("package / model", no_wrap=True)
+    for column in ("steps", "test R²", "Pearson r"):
+        table.add_column(column, justify="right")
+    table.add_column("validation")
     for row in result.rows:
         colour = "green" if row.validation == "passed" else "red"
         table.add_row(
-            row.model_id,
+            row.package or f"{row.model_id}: {row.error}",
             str(row.steps),
             _cell(row.r2),
             _cell(row.pearson),
-            row.package or row.error,
             f"[{colour}]{row.validation}[/]",
         )
     return table

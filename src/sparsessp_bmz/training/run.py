@@ -182,12 +182,15 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         log_every_n_steps=config.trainer.log_every_n_steps,
         deterministic=_deterministic(config),
         enable_progress_bar=config.trainer.progress_bar,
-        enable_model_summary=config.trainer.progress_bar,
+        enable_model_summary=False,  # `sparsessp-bmz nets` describes the network
         default_root_dir=run_dir,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(directory|dir) .*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning's own deprecation noise (torch pytree API) and its checkpoint re-load
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*weights_only.*was not set.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         if trainer.interrupted:
             raise KeyboardInterrupt(f"training of {run_dir} was interrupted; run again to resume")

@@ -1,0 +1,49 @@
+"""The end-to-end demo on a tiny matrix: simulate -> train -> evaluate -> export -> validate."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from sparsessp_bmz.demo import DemoSettings, run_demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_matrix(tmp_path: Path) -> Path:
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        f"base: {REPO / 'training' / 'demo.yaml'}\n"
+        "organelles: [dna]\nratios: [4]\ntopologies: [3to2d]\n"
+        "overrides: [optim.max_steps=3, data.samples_per_epoch=8, optim.val_samples=2, "
+        "optim.batch_size=2, 'model.patch=[16,32,32]']\n",
+        encoding="utf-8",
+    )
+    return matrix
+
+
+def test_demo_leaves_a_validated_package_and_reruns_without_retraining(tmp_path: Path):
+    settings = DemoSettings(
+        matrix=_tiny_matrix(tmp_path),
+        work_dir=tmp_path / "work",
+        packages_dir=tmp_path / "packages",
+        cells=4,
+        shape=(16, 32, 32),
+        workers=1,
+    )
+    console = Console(file=io.StringIO())
+    result = run_demo(settings, console)
+
+    assert result.passed, result.rows
+    (row,) = result.rows
+    assert row.model_id == "sparsessp-dna-r4-3to2d" and row.steps == 3
+    assert Path(row.package).is_file() and (settings.packages_dir / row.model_id).is_dir()
+    index = json.loads((settings.packages_dir / "index.json").read_text())
+    assert [entry["id"] for entry in index["packages"]] == [row.model_id]
+    assert "sparsessp-dna-r4-3to2d" in (settings.work_dir / "summary.md").read_text()
+
+    again = run_demo(settings, console)
+    assert again.passed and again.rows[0].status == "already finished"

@@ -73,6 +73,14 @@ class EvaluationResult:
         return next(row.metrics for row in self.summary if row.structure == ALL)
 
 
+def _require_rows(rows: Sequence[ManifestRow], settings: DataSettings, split: str) -> None:
+    if not rows:
+        raise UserInputError(
+            f"{settings.manifest}: no {split} images for the requested structures; check the "
+            f"manifest's structure names and its splits file {settings.splits_path}"
+        )
+
+
 def evaluate_predictor(
     predictor: Predictor,
     rows: Sequence[ManifestRow],
@@ -84,11 +92,7 @@ def evaluate_predictor(
     progress: bool = False,
 ) -> EvaluationResult:
     """Score `predictor` on every row: dense TL -> sparse (phase 0) -> prediction vs target."""
-    if not rows:
-        raise UserInputError(
-            f"{settings.manifest}: no {split} images for the requested structures; check the "
-            f"manifest's structure names and its splits file {settings.splits_path}"
-        )
+    _require_rows(rows, settings, split)
     images = []
     with progress_bar(progress, len(rows), f"evaluating {model_id}") as advance:
         for row in rows:
@@ -116,32 +120,40 @@ def evaluate_model(
     """Score a trained network on one split of `settings.manifest` with the sliding window.
 
     `settings.structures` chooses the structures; None means the ones the model was trained on
-    (its organelle when the checkpoint lists none).
+    (its organelle when the checkpoint lists none). A multi-task network predicts each structure
+    with that structure's task.
     """
     if settings.structures is None:
         structures = trained.structures or (trained.spec.organelle,)
         settings = settings.model_copy(update={"structures": tuple(structures)})
     rows = rows_for(settings, split)
+    _require_rows(rows, settings, split)
+    images: list[ImageResult] = []
+    for structure in dict.fromkeys(row.structure for row in rows):
+        model = trained.for_task(structure) if structure in trained.spec.tasks else trained
 
-    def predictor(sparse: np.ndarray) -> np.ndarray:
-        return predict_volume(
-            trained.net,
-            trained.spec,
-            sparse,
-            overlap=overlap,
-            batch_size=batch_size,
-            device=device,
+        def predictor(sparse: np.ndarray, model: TrainedModel = model) -> np.ndarray:
+            return predict_volume(
+                model.net,
+                model.spec,
+                sparse,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+            )
+
+        result = evaluate_predictor(
+            predictor,
+            [row for row in rows if row.structure == structure],
+            settings,
+            trained.spec.ratio,
+            model_id=trained.spec.model_id,
+            split=split,
+            progress=progress,
         )
-
-    return evaluate_predictor(
-        predictor,
-        rows,
-        settings,
-        trained.spec.ratio,
-        model_id=trained.spec.model_id,
-        split=split,
-        progress=progress,
-    )
+        images.extend(result.images)
+    summary = summarize((image.structure, image.metrics) for image in images)
+    return EvaluationResult(trained.spec.model_id, split, tuple(images), tuple(summary))
 
 
 # ---- baselines and Delta_Imp ---------------------------------------------------------------

@@ -7,7 +7,7 @@ export a model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
@@ -31,3 +31,16 @@ class TrainedModel:
     structures: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     training: dict[str, str | int | float] = field(default_factory=dict)
+
+    def for_task(self, organelle: str) -> TrainedModel:
+        """The task-free model of one structure of a multi-task network (what a package ships).
+
+        The network is baked for `organelle` (see `SparseSSPNet.baked`); a single-task model is
+        returned unchanged when `organelle` is its own structure.
+        """
+        if not self.spec.tasks:
+            if organelle != self.spec.organelle:
+                raise ValueError(f"{self.spec.model_id} predicts only {self.spec.organelle}")
+            return self
+        baked = self.net.baked(organelle)  # type: ignore[operator]
+        return replace(self, spec=baked.spec, net=baked, structures=(organelle,))

@@ -20,7 +20,8 @@ def export(
 ) -> None:
     """Build, validate (bioimageio.core + deepImageJ checks) and place one package per checkpoint.
 
-    A package that fails validation is not placed; its report is (OUT/reports/<id>.md).
+    A multi-task checkpoint gives one package per structure, each with its task baked in. A
+    package that fails validation is not placed; its report is (OUT/reports/<id>.md).
     """
     from rich.console import Console
 
@@ -29,8 +30,12 @@ def export(
 
     console = Console()
     failed = 0
+    models = []
     for checkpoint in checkpoints:
-        trained = load_trained(checkpoint)
+        loaded = load_trained(checkpoint)
+        # a multi-task network leaves as one baked package per structure it learned
+        models += [loaded.for_task(task) for task in loaded.spec.tasks] or [loaded]
+    for trained in models:
         with console.status(f"exporting {trained.spec.model_id} (build, then bioimageio test)"):
             try:
                 path, timing = export_with_timing(trained, out)

@@ -51,6 +51,9 @@ class SparsePatchDataset(Dataset[Sample]):
         self.patch = patch
         self.ratio = ratio
         self.structures = sorted({row.structure for row in self.rows})
+        self._rows_by_structure = [
+            [row for row in self.rows if row.structure == name] for name in self.structures
+        ]
         self.cache = VolumeCache(settings.cache_mb)
         self.epoch = 0
 
@@ -69,8 +72,13 @@ class SparsePatchDataset(Dataset[Sample]):
         return self.settings.samples_per_epoch
 
     def _row(self, index: int) -> ManifestRow:
-        order = np.random.default_rng([self.settings.seed, self.epoch]).permutation(len(self.rows))
-        return self.rows[order[(index // self.settings.patches_per_volume) % len(self.rows)]]
+        """Runs of consecutive samples cycle through the structures, so a multi-task network
+        sees every structure equally often however unequal their image counts are."""
+        run = index // self.settings.patches_per_volume
+        task = run % len(self.structures)
+        rows = self._rows_by_structure[task]
+        order = np.random.default_rng([self.settings.seed, self.epoch, task]).permutation(len(rows))
+        return rows[order[(run // len(self.structures)) % len(rows)]]
 
     def _check_fits(self, pair: VolumePair, row: ManifestRow) -> None:
         if any(n < p for n, p in zip(pair.target.shape, self.patch, strict=True)):

@@ -18,5 +18,10 @@ def build_net(spec: ModelSpec) -> SparseSSPNet:
 
 
 def build_net_from_fields(**fields: Any) -> SparseSSPNet:
-    """`build_net` for callers with plain keyword arguments only (bioimage.io architectures)."""
-    return SparseSSPNet(ModelSpec(**fields))
+    """The network a bioimage.io package ships, from plain keyword arguments (its architecture).
+
+    Multi-task descriptions give the task-free network baked for `organelle`, whose state dict is
+    what the package stores.
+    """
+    net = SparseSSPNet(ModelSpec(**fields))
+    return net.baked() if net.conditioned else net

@@ -120,11 +120,17 @@ class SparseSSPNet(nn.Module):
             return postfix_ch * spec.input_patch[0], PostfixUpsample(postfix_ch, spec.ratio)
         return spec.patch[0], None
 
-    def baked(self) -> SparseSSPNet:
-        """A task-free copy predicting `spec.organelle`: what a bioimage.io package ships."""
-        net = bake(self, self.spec.task_index)
+    def baked(self, organelle: str | None = None) -> SparseSSPNet:
+        """A task-free copy predicting `organelle` (default `spec.organelle`), in eval mode.
+
+        This is what a bioimage.io package ships: its spec names that organelle, and
+        `build_net_from_fields` rebuilds exactly this structure.
+        """
+        spec = self.spec if organelle is None else self.spec.for_task(organelle)
+        net = bake(self, spec.task_index)
+        net.spec = spec
         net.conditioned = False
-        return net
+        return net.eval()
 
     def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
         code = self._task_code(x, task) if self.conditioned else None

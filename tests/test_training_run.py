@@ -28,9 +28,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return simulate(settings, tmp_path_factory.mktemp("simulated"))
 
 
-def tiny_config(manifest: Path, run_dir: Path, *overrides: str) -> TrainConfig:
-    """Two steps per epoch on 8x32x32 patches of a very narrow 3to2d net."""
-    raw = {
+def tiny_raw(manifest: Path, run_dir: Path, max_steps: int = 3) -> dict:
+    """Two steps per epoch on 8x32x32 patches of a very narrow 3to2d net, as a plain mapping."""
+    return {
         "model": {
             "organelle": "dna",
             "ratio": 2,
@@ -40,10 +40,14 @@ def tiny_config(manifest: Path, run_dir: Path, *overrides: str) -> TrainConfig:
             "patch": [8, 32, 32],
         },
         "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
-        "optim": {"batch_size": 2, "max_steps": 3, "val_samples": 2, "lr": 1e-3},
+        "optim": {"batch_size": 2, "max_steps": max_steps, "val_samples": 2, "lr": 1e-3},
         "trainer": {"run_dir": str(run_dir), "progress_bar": False, "accelerator": "cpu"},
     }
-    return config_from_mapping(apply_overrides(raw, overrides), "test")
+
+
+def tiny_config(manifest: Path, run_dir: Path, *overrides: str) -> TrainConfig:
+    """`tiny_raw` validated, with `key=value` overrides."""
+    return config_from_mapping(apply_overrides(tiny_raw(manifest, run_dir), overrides), "test")
 
 
 class CrashAt(L.Callback):
@@ -173,19 +177,7 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(
     import yaml
 
     def preset(run_dir: Path) -> Path:
-        raw = {
-            "model": {
-                "organelle": "dna",
-                "ratio": 2,
-                "topology": "3to2d",
-                "width": 0.125,
-                "units": 16,
-                "patch": [8, 32, 32],
-            },
-            "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
-            "optim": {"batch_size": 2, "max_steps": 60, "val_samples": 2, "lr": 1e-3},
-            "trainer": {"run_dir": str(run_dir), "progress_bar": False, "accelerator": "cpu"},
-        }
+        raw = tiny_raw(manifest, run_dir, max_steps=60)
         path = tmp_path / f"{run_dir.name}.yaml"
         path.write_text(yaml.safe_dump(raw))
         return path

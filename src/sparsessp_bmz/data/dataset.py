@@ -2,8 +2,8 @@
 
 Each sample index owns its random generator (seeded by settings seed, epoch and index), so the
 patches do not depend on how many DataLoader workers ask for them or in which order. Consecutive
-indices share a volume (`patches_per_volume`) so the bounded volume cache mostly hits; with
-`shuffle=False` a DataLoader hands each worker whole runs of consecutive indices.
+indices cycle through the structures and each structure keeps its volume for `patches_per_volume`
+of its samples, so batches mix structures while the bounded volume cache mostly hits.
 
 A z flip is applied to the dense stacks *before* the sparse grid is laid down, so a flipped sample
 is exactly what a microscope would have acquired from the flipped cell: input slice k is still the
@@ -72,13 +72,18 @@ class SparsePatchDataset(Dataset[Sample]):
         return self.settings.samples_per_epoch
 
     def _row(self, index: int) -> ManifestRow:
-        """Runs of consecutive samples cycle through the structures, so a multi-task network
-        sees every structure equally often however unequal their image counts are."""
-        run = index // self.settings.patches_per_volume
-        task = run % len(self.structures)
+        """Consecutive samples cycle through the structures, and each structure reuses its volume
+        for `patches_per_volume` of its own samples.
+
+        So every batch mixes structures (a multi-task network's batch-norm statistics and
+        gradients do not swing from task to task), every structure is seen equally often however
+        unequal their image counts are, and the cache needs one volume per structure.
+        """
+        task = index % len(self.structures)
+        run = (index // len(self.structures)) // self.settings.patches_per_volume
         rows = self._rows_by_structure[task]
         order = np.random.default_rng([self.settings.seed, self.epoch, task]).permutation(len(rows))
-        return rows[order[(run // len(self.structures)) % len(rows)]]
+        return rows[order[run % len(rows)]]
 
     def _check_fits(self, pair: VolumePair, row: ManifestRow) -> None:
         if any(n < p for n, p in zip(pair.target.shape, self.patch, strict=True)):

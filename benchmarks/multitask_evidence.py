@@ -38,7 +38,6 @@ def _run(out: Path, manifest: Path, overrides: list[str]) -> tuple[dict[str, flo
             f"data.manifest={manifest}",
             f"trainer.output_dir={out}",
             "model.ratio=4",
-            "data.patches_per_volume=1",  # a new volume for every crop, as RepMode samples
             *overrides,
         ],
     )

@@ -156,6 +156,12 @@ def _failing_report(path: Path) -> PackageReport:
     )
 
 
+def _assert_nothing_placed(out: Path, model_id: str) -> None:
+    """Neither the folder nor the zip of a failed package, and no leftover temporary folder."""
+    assert not (out / model_id).exists() and not (out / f"{model_id}.zip").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_failed_validation_leaves_no_package_but_a_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -165,8 +171,7 @@ def test_failed_validation_leaves_no_package_but_a_report(
     with pytest.raises(package.ExportFailedError, match="failed validation"):
         package.export_trained(trained, tmp_path, test_input=tl[::2], test_target=target)
     model_id = trained.spec.model_id
-    assert not (tmp_path / model_id).exists() and not (tmp_path / f"{model_id}.zip").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    _assert_nothing_placed(tmp_path, model_id)
     assert "boom" in (tmp_path / "reports" / f"{model_id}.md").read_text()
     assert json.loads((tmp_path / "index.json").read_text())["packages"] == []
 
@@ -184,8 +189,7 @@ def test_package_whose_test_output_is_wrong_fails_real_validation_and_is_not_pla
     with pytest.raises(package.ExportFailedError, match="failed validation"):
         package.export_trained(trained, tmp_path, test_input=tl[::2], test_target=target)
     model_id = trained.spec.model_id
-    assert not (tmp_path / model_id).exists() and not (tmp_path / f"{model_id}.zip").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    _assert_nothing_placed(tmp_path, model_id)
     report = (tmp_path / "reports" / f"{model_id}.md").read_text()
     assert "FAILED" in report and "Reproduce test outputs" in report
 

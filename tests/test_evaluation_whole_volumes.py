@@ -14,6 +14,7 @@ from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.splits import rows_for
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.evaluation import (
+    EvaluationResult,
     compare,
     evaluate_model,
     evaluate_predictor,
@@ -126,11 +127,16 @@ def test_delta_imp_columns_are_written_and_positive_when_better(tmp_path: Path) 
     assert "Δ MSE %" in [c.header for c in results_table(compared).columns]
 
 
-def test_baseline_without_the_evaluated_structures_is_refused(tmp_path: Path) -> None:
+def _nearest_on_dna(tmp_path: Path) -> EvaluationResult:
+    """The nearest-upsampling predictor scored on a small DNA data set."""
     settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)), structures=("dna",))
-    result = evaluate_predictor(
+    return evaluate_predictor(
         nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
     )
+
+
+def test_baseline_without_the_evaluated_structures_is_refused(tmp_path: Path) -> None:
+    result = _nearest_on_dna(tmp_path)
     other = tmp_path / "other.csv"
     other.write_text("structure,mse,mae,r2\ntubulin,0.5,0.4,0.3\n")
     with pytest.raises(UserInputError, match="none of the structures"):
@@ -145,10 +151,7 @@ def test_baseline_with_missing_columns_names_them(tmp_path: Path) -> None:
 
 
 def test_paper_style_baseline_without_pearson_gives_nan_pearson_delta(tmp_path: Path) -> None:
-    settings = DataSettings(manifest=write_dataset(tmp_path, (8, 16, 16)), structures=("dna",))
-    result = evaluate_predictor(
-        nearest, rows_for(settings, None), settings, 2, model_id="nearest", split="all"
-    )
+    result = _nearest_on_dna(tmp_path)
     paper = tmp_path / "paper.csv"
     paper.write_text("structure,mse,mae,r2\ndna,0.5806,0.5033,0.3822\n")
     delta = compare(result, read_baseline(paper)).deltas["dna"]

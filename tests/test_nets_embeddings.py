@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from sparsessp_bmz.nets import build_net
 from sparsessp_bmz.nets.complexity import measure
-from sparsessp_bmz.nets.embeddings import MoDEConv, TaskAware
+from sparsessp_bmz.nets.embeddings import DynamicHead, MoDEConv, TaskAware
 from sparsessp_bmz.spec import TOPOLOGIES, ModelSpec
 
 TASKS = ("dna", "membrane", "nucleolus")
@@ -104,6 +104,34 @@ def test_mode_conv_equals_the_sum_of_its_five_gated_expert_branches(dims: int):
     expected = expected + layer.bias.reshape(view)
     code = F.one_hot(torch.tensor([1, 1]), 2).float()
     torch.testing.assert_close(layer(x, code), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_dodnet_head_ignores_the_magnitude_of_its_context(dims: int):
+    """A dark window's bottleneck features are several times larger than training's; the head's
+    generated weights must not scale with them (its output would grow with their cube)."""
+    torch.manual_seed(0)
+    head = DynamicHead(dims, in_ch=4, out_ch=2, context_ch=6, num_tasks=3)
+    x = torch.randn(2, 4, *(5,) * dims)
+    context = 2 * torch.randn(2, 6, *(1,) * dims)  # pooled variance >> LayerNorm's eps
+    code = F.one_hot(torch.tensor([0, 2]), 3).float()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            head(x, 3 * context, code), head(x, context, code), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_dodnet_head_starts_as_a_well_scaled_head_that_context_and_task_modulate():
+    torch.manual_seed(0)
+    head = DynamicHead(3, in_ch=16, out_ch=1, context_ch=32, num_tasks=3)
+    contexts = torch.randn(2, 32)
+    codes = F.one_hot(torch.tensor([0, 2]), 3).float()
+    with torch.no_grad():
+        params = head.controller(head.context_norm(contexts), codes)
+        out = head(torch.randn(2, 16, 8, 8, 8), torch.randn(2, 32, 2, 2, 2), codes)
+    assert out.std() < 0.5  # torch's default Linear init: 0.9-2.2, a 5-fold larger first loss
+    shared, varying = params.mean(0).norm(), (params[0] - params[1]).norm()
+    assert 0 < varying < 0.5 * shared
 
 
 def test_baked_tsns_and_plain_network_have_the_same_cost():

@@ -145,21 +145,50 @@ class DynamicHead(nn.Module):
     """DoDNet's head: 1x1 layers whose weights a controller computes per sample.
 
     The controller sees the globally pooled bottleneck features and the task code, so the head
-    adapts to both the image and the structure asked for.
+    adapts to both the image and the structure asked for. The pooled features are layer-normalised
+    first (our addition to DoDNet): the head is a product of three controller-made layers, so its
+    output grows with the cube of the context's magnitude, and a dark window at a field's edge
+    (context norm 35 against 11-21 in training) drove a trained head from +-0.6 to +-330.
+    Normalising bounds the generated weights to the scale training saw.
     """
 
     HIDDEN = 8
+    #: Initial size of the context and task terms relative to torch's default Linear init.
+    INITIAL_MODULATION = 0.1
 
     def __init__(self, dims: int, in_ch: int, out_ch: int, context_ch: int, num_tasks: int) -> None:
         super().__init__()
         hidden = self.HIDDEN
         self.reduce = nn.Sequential(_CONV[dims](in_ch, hidden, 1), nn.ReLU(inplace=True))
+        self.context_norm = nn.LayerNorm(context_ch)
         self.shapes = ((hidden, hidden), (hidden, hidden), (out_ch, hidden))
         n_params = sum(o * i + o for o, i in self.shapes)
         self.controller: nn.Module = _TaskController(context_ch, num_tasks, n_params)
+        self._start_as_static_head()
+
+    def _start_as_static_head(self) -> None:
+        """Start from a He-initialised static head that context and task only slightly modulate.
+
+        With torch's default Linear init the generated weights are dominated by a random function
+        of the context, the initial output is far off scale and the head stalls: fitting one fixed
+        batch for 60 steps left MSE 0.49 this way against 0.10 with this start (0.21 for the plain
+        head). The bias of the controller holds the static head, so that is where He init goes.
+        """
+        controller = self.controller
+        with torch.no_grad():
+            controller.context.weight.mul_(self.INITIAL_MODULATION)
+            controller.task.weight.mul_(self.INITIAL_MODULATION)
+            bias = controller.context.bias
+            offset = 0
+            for out_ch, in_ch in self.shapes:
+                weight = bias[offset : offset + out_ch * in_ch].view(out_ch, in_ch)
+                nn.init.kaiming_normal_(weight, nonlinearity="relu")
+                offset += out_ch * in_ch
+                bias[offset : offset + out_ch].zero_()
+                offset += out_ch
 
     def forward(self, x: Tensor, context: Tensor, code: Tensor | None) -> Tensor:
-        params = self.controller(context.flatten(2).mean(-1), code)
+        params = self.controller(self.context_norm(context.flatten(2).mean(-1)), code)
         x = self.reduce(x)
         offset = 0
         for layer, (out_ch, in_ch) in enumerate(self.shapes):

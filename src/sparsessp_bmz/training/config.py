@@ -49,6 +49,12 @@ class OptimSettings(BaseModel):
     val_samples: int = Field(
         32, ge=1, description="Fixed validation crops (same crops every time, no flips)."
     )
+    bn_recalibration_batches: int = Field(
+        16,
+        ge=0,
+        description="Training batches that recompute batch-norm statistics before each "
+        "validation (precise BN); 0 keeps the running averages.",
+    )
     loss: Loss = "mse"
     spotlight_lambda: float = Field(0.5, ge=0, le=1, description="Weight of the masked MSE.")
     spotlight_k: float = Field(-0.95, gt=-1, lt=1, description="Soft-threshold sharpness.")

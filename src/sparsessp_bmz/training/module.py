@@ -42,7 +42,7 @@ class SparseSSPModule(L.LightningModule):
     def forward(self, sparse: Tensor, task: Tensor | None = None) -> Tensor:
         return self.net(sparse, task)
 
-    def _task(self, batch: Batch) -> Tensor | None:
+    def task_ids(self, batch: Batch) -> Tensor | None:
         """Task indices in the network's task order (the dataset numbers structures its own way)."""
         if not self.spec.tasks:
             return None
@@ -55,13 +55,13 @@ class SparseSSPModule(L.LightningModule):
             datamodule.set_epoch(self.current_epoch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        prediction = self(batch["input"], self._task(batch))
+        prediction = self(batch["input"], self.task_ids(batch))
         loss = self.loss_fn(prediction, batch["target"])
         self.log("train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["input"]))
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        prediction = self(batch["input"], self._task(batch))
+        prediction = self(batch["input"], self.task_ids(batch))
         mse = F.mse_loss(prediction.float(), batch["target"].float())
         self.log("val_mse", mse, prog_bar=True, sync_dist=True, batch_size=len(batch["input"]))
 

@@ -137,6 +137,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from sparsessp_bmz.training.batchnorm import PreciseBatchNorm
     from sparsessp_bmz.training.datamodule import SparsePatchDataModule
     from sparsessp_bmz.training.module import SparseSSPModule, StepBudget
 
@@ -168,6 +169,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     )
     max_steps = config.optim.max_steps
     budget = [StepBudget(max_steps)] if max_steps > 0 else []
+    precise_bn = PreciseBatchNorm(
+        datamodule.train_dataloader, config.optim.bn_recalibration_batches
+    )
     trainer = L.Trainer(
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
@@ -177,7 +181,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         max_steps=-1,
         check_val_every_n_epoch=config.optim.val_every_n_epochs,
         num_sanity_val_steps=0 if resume else 1,
-        callbacks=[best_callback, last_callback, *budget, *callbacks],
+        callbacks=[precise_bn, best_callback, last_callback, *budget, *callbacks],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
         log_every_n_steps=config.trainer.log_every_n_steps,
         deterministic=_deterministic(config),

@@ -14,6 +14,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from sparsessp_bmz.bmz.validate import PackageReport, validate_package, write_re
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.trained import TrainedModel
 
-#: rdf_templates/ of the source tree (the package is installed editable from it).
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "rdf_templates"
+#: rdf_templates/ of the repository, installed as the package sparsessp_bmz.rdf_templates.
+TEMPLATES_DIR = Path(str(resources.files("sparsessp_bmz.rdf_templates")))
 REPORTS_DIR = "reports"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 

@@ -115,6 +115,25 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
         assert torch.equal(expected[key], actual[key]), key
 
 
+def _logged_steps(metrics_csv: Path) -> list[int]:
+    return [int(r["step"]) for r in csv.DictReader(metrics_csv.open()) if r["train_loss_step"]]
+
+
+@pytest.mark.parametrize("crashes", [(3,), (3, 5)], ids=["once", "again-while-resuming"])
+def test_resumed_run_logs_every_step_once(
+    manifest: Path, tmp_path: Path, crashes: tuple[int, ...]
+) -> None:
+    overrides = ("optim.max_steps=6", "trainer.log_every_n_steps=1")
+    straight = train(tiny_config(manifest, tmp_path / "straight", *overrides))
+    config = tiny_config(manifest, tmp_path / "crashed", *overrides)
+    for step in crashes:  # the steps of each interrupted epoch were logged after its checkpoint
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(config, callbacks=[CrashAt(step)])
+    resumed = train(config)
+    assert _logged_steps(resumed.metrics_csv) == _logged_steps(straight.metrics_csv)
+    assert _logged_steps(straight.metrics_csv) == list(range(6))
+
+
 def test_rerunning_a_finished_run_is_a_no_op(manifest: Path, tmp_path: Path) -> None:
     config = tiny_config(manifest, tmp_path / "run")
     first = train(config)
@@ -201,3 +220,5 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(
     actual = net_weights(last)
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+    metrics = Path("logs") / "metrics.csv"
+    assert _logged_steps(killed / metrics) == _logged_steps(straight / metrics)

@@ -10,11 +10,14 @@ Layout of a run folder (derived from the config, see `TrainConfig.run_dir`):
     done.json                 written last; its presence with the same budget makes a re-run a no-op
 
 Resuming restarts from the end of the last completed epoch. Crops depend on (seed, epoch, index)
-only, so on the CPU a resumed run ends with bit-identical weights to an uninterrupted one.
+only, so on the CPU a resumed run ends with bit-identical weights to an uninterrupted one, and its
+metrics.csv holds every logged step once, as an uninterrupted run's does.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import warnings
@@ -34,6 +37,8 @@ BEST = "best"
 LAST = "last"
 LOG_DIR = "logs"
 METRICS_FILE = "metrics.csv"
+#: Rows logged before the checkpoint a run resumes from, while the resumed run writes metrics.csv.
+HISTORY_FILE = "metrics.before-resume.csv"
 
 Status = Literal["trained", "resumed", "already finished"]
 
@@ -136,6 +141,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     from sparsessp_bmz.training.batchnorm import PreciseBatchNorm
     from sparsessp_bmz.training.datamodule import SparsePatchDataModule
@@ -147,6 +153,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     last = checkpoint_path(run_dir, LAST)
     resume = last if last.is_file() else None
 
+    keeps_metrics = rank_zero_only.rank == 0  # one process writes the metrics history
+    if resume is not None and keeps_metrics:
+        _set_aside_history(run_dir, _checkpoint_step(resume))
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = SparseSSPModule(config.model_dump(mode="json"))
     datamodule = SparsePatchDataModule(config)
@@ -182,7 +191,13 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         check_val_every_n_epoch=config.optim.val_every_n_epochs,
         num_sanity_val_steps=0 if resume else 1,
         callbacks=[precise_bn, best_callback, last_callback, *budget, *callbacks],
-        logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
+        # flushed at every logging step, so a killed run's history is on disk up to its checkpoint
+        logger=CSVLogger(
+            run_dir,
+            name=LOG_DIR,
+            version="",
+            flush_logs_every_n_steps=config.trainer.log_every_n_steps,
+        ),
         log_every_n_steps=config.trainer.log_every_n_steps,
         deterministic=_deterministic(config),
         enable_progress_bar=config.trainer.progress_bar,
@@ -195,10 +210,16 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         # Lightning's own deprecation noise (torch pytree API) and its checkpoint re-load
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*weights_only.*was not set.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        if trainer.interrupted:
-            raise KeyboardInterrupt(f"training of {run_dir} was interrupted; run again to resume")
-        _validate_final_step(trainer, module, datamodule, best_callback, run_dir)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            if trainer.interrupted:
+                raise KeyboardInterrupt(
+                    f"training of {run_dir} was interrupted; run again to resume"
+                )
+            _validate_final_step(trainer, module, datamodule, best_callback, run_dir)
+        finally:
+            if keeps_metrics:
+                _restore_history(run_dir)
 
     record = {
         "budget": _budget(config),
@@ -210,6 +231,59 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     if trainer.is_global_zero:
         _write_json(run_dir / DONE_FILE, record)
     return _result(run_dir, "resumed" if resume else "trained", record)
+
+
+def _checkpoint_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def _read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _merged_metrics(logs: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows set aside before a resume followed by the rows logged since, under one header."""
+    old_fields, old_rows = _read_metrics(logs / HISTORY_FILE)
+    new_fields, new_rows = _read_metrics(logs / METRICS_FILE)
+    return sorted({*old_fields, *new_fields}), old_rows + new_rows
+
+
+def _write_metrics(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_output(path) as handle:
+        handle.write(text.getvalue().encode("utf-8"))
+
+
+def _set_aside_history(run_dir: Path, resume_step: int) -> None:
+    """Keep the metrics logged before the checkpoint a run resumes from.
+
+    Lightning's CSV logger deletes metrics.csv when it starts, so the history goes to a side file
+    until `_restore_history` puts it back. Rows of the interrupted epoch (step >= resume_step) are
+    dropped: the resumed run logs those steps again. A side file left by a resume that was itself
+    killed is merged first.
+    """
+    logs = run_dir / LOG_DIR
+    fields, rows = _merged_metrics(logs)
+    if fields:
+        kept = [row for row in rows if int(row["step"]) < resume_step]
+        _write_metrics(logs / HISTORY_FILE, fields, kept)
+
+
+def _restore_history(run_dir: Path) -> None:
+    """metrics.csv = the rows set aside before resuming + the rows the resumed run logged."""
+    logs = run_dir / LOG_DIR
+    if (logs / HISTORY_FILE).is_file():
+        _write_metrics(logs / METRICS_FILE, *_merged_metrics(logs))
+        (logs / HISTORY_FILE).unlink()
 
 
 def _validate_final_step(trainer, module, datamodule, best_callback, run_dir: Path) -> None:  # type: ignore[no-untyped-def]

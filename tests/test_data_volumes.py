@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,26 @@ def test_a_plain_tiff_needs_a_fallback_voxel_size(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="fallback_voxel_size_um"):
         _pair(manifest)
     assert _pair(manifest, fallback_voxel_size_um=(0.29, 0.29, 0.29)).signal.shape == (4, 8, 8)
+
+
+def test_reading_a_plain_tiff_logs_no_reader_probing_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tifffile.imwrite(tmp_path / "s.tif", random_stack((4, 8, 8)), metadata={"axes": "ZYX"})
+    manifest = write_csv(tmp_path / "p.csv", "path_signal,path_target", "s.tif,s.tif")
+    with caplog.at_level(logging.WARNING):
+        _pair(manifest, fallback_voxel_size_um=(0.29, 0.29, 0.29))
+    assert not [r for r in caplog.records if r.name.startswith("bioio")]
+
+
+@pytest.mark.parametrize("slices", [3, 4])
+def test_a_stack_that_tifffile_stored_as_rgb_is_refused_not_cut_to_one_slice(
+    tmp_path: Path, slices: int
+) -> None:
+    tifffile.imwrite(tmp_path / "s.tif", random_stack((slices, 8, 8)).astype(np.float32))
+    manifest = write_csv(tmp_path / "p.csv", "path_signal,path_target", "s.tif,s.tif")
+    with pytest.raises(UserInputError, match=rf"{slices}-sample.*photometric='minisblack'"):
+        _pair(manifest, fallback_voxel_size_um=(0.29, 0.29, 0.29))
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,9 @@ def test_too_few_slices_after_subsampling_suggests_what_to_check(tmp_path: Path)
 
 
 def test_channel_out_of_range_is_refused(tmp_path: Path) -> None:
-    tifffile.imwrite(tmp_path / "tl.tif", np.ones((4, 16, 16), np.float32))
+    tifffile.imwrite(
+        tmp_path / "tl.tif", np.ones((4, 16, 16), np.float32), photometric="minisblack"
+    )
     with pytest.raises(UserInputError, match="channel 2 is out of range"):
         read_prediction_input(tmp_path / "tl.tif", ratio=2, model_voxel_size_um=GRID, channel=2)
 

@@ -83,16 +83,7 @@ def read_prediction_input(
 
 
 def _single_plane_message(path: Path, plane: tuple[int, ...]) -> str:
-    """Say why a file read as one plane: TIFF writers store 3-4 slices as RGB(A) samples."""
-    from bioio import BioImage
-
-    n_samples = dict(BioImage(path).dims.items()).get("S", 1)
-    if n_samples > 1:
-        return (
-            f"input {path} is read as one 2D image with {n_samples} colour samples per pixel "
-            f"(TIFF writers store 3-4 planes as RGB/RGBA); if those are z slices, save the stack "
-            f"with axes ZYX, e.g. tifffile.imwrite(path, data, photometric='minisblack')"
-        )
+    """Say what a z-stack needs (stacks stored as RGB samples are refused by `read_stack`)."""
     return (
         f"input {path} is a single 2D plane (shape {plane} in y, x); the model needs a z-stack: "
         f"check that the file holds z slices (not time points or channels)"

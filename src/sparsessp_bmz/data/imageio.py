@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,22 @@ class Stack:
     voxel_size_um: VoxelSize
 
 
+@contextlib.contextmanager
+def _quiet_plugin_probing() -> Iterator[None]:
+    """Silence bioio's warning for each reader plugin that declines a file before one accepts it.
+
+    A plain TIFF always draws one from the OME-TIFF reader, a wall of XML-parser text in every
+    training log; a file that no plugin reads still raises, with bioio's own explanation.
+    """
+    logger = logging.getLogger("bioio.bio_image")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def read_stack(path: Path, channel: int, where: str, fallback: VoxelSize | None = None) -> Stack:
     """Decode only the requested channel of the first scene and time point.
 
@@ -28,10 +47,21 @@ def read_stack(path: Path, channel: int, where: str, fallback: VoxelSize | None 
     from bioio import BioImage
 
     try:
-        image = BioImage(path)
+        with _quiet_plugin_probing():
+            image = BioImage(path)
         dims = image.dims
     except Exception as err:  # bioio raises many types for unreadable files
         raise UserInputError(f"{where}: cannot read {path} as an image ({err})") from err
+    samples = dims.S if "S" in dims.order else 1
+    if samples > 1:
+        # tifffile writes a (3|4, Y, X) array as one RGB(A) plane unless told otherwise; reading
+        # ZYX would then silently keep only the first of those slices
+        raise UserInputError(
+            f"{where}: {path.name} is stored as a {samples}-sample (RGB-like) image of "
+            f"{dims.Y}x{dims.X} with {dims.Z} z-slice(s), not as a grayscale z-stack; if the "
+            f"samples are z-slices, save it again with tifffile.imwrite(path, stack, "
+            f"photometric='minisblack') or as OME-TIFF"
+        )
     if not 0 <= channel < dims.C:
         raise UserInputError(
             f"{where}: channel {channel} is out of range, {path.name} has {dims.C} channel(s) "

@@ -80,14 +80,14 @@ def fill(template: Any, values: dict[str, Any]) -> Any:
 
 
 def timestamp_of(trained: TrainedModel) -> datetime:
-    """When training finished, if the checkpoint says so; else the fixed default."""
-    for key in ("finished", "timestamp", "finished_at"):
-        value = trained.training.get(key)
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value)
-            except ValueError:
-                continue
+    """When the checkpoint was saved (so re-exports stay byte-identical); the fixed default for
+    checkpoints that do not record it."""
+    value = trained.training.get("saved_at")
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     return DEFAULT_TIMESTAMP
 
 

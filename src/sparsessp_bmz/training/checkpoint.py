@@ -95,6 +95,8 @@ def load_trained(path: Path) -> TrainedModel:
         "seed": config.trainer.seed,
         "lightning": str(checkpoint.get("pytorch-lightning_version", "")),
     }
+    if "saved_at" in facts:
+        training["saved_at"] = str(facts["saved_at"])
     return TrainedModel(
         spec=config.model,
         net=net,

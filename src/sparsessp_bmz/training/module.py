@@ -7,6 +7,7 @@ with `torch.load(weights_only=True)` and rebuild the exact network without this 
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from typing import Any
 
 import lightning as L
@@ -86,6 +87,8 @@ class SparseSSPModule(L.LightningModule):
             "validated_at_step": self.validated_at_step,
             "global_step": int(self.global_step),
             "epoch": int(self.current_epoch),
+            # what a package's RDF gives as the model's timestamp
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

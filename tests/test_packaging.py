@@ -30,5 +30,5 @@ def test_every_source_package_and_the_templates_are_listed_for_the_wheel() -> No
 def test_templates_resolve_to_the_repository_folder_with_every_template_shipped() -> None:
     assert TEMPLATES_DIR.resolve() == (ROOT / "rdf_templates").resolve()
     shipped = _setuptools()["package-data"]["sparsessp_bmz.rdf_templates"]
-    templates = {p.name for p in TEMPLATES_DIR.iterdir() if p.suffix != ".py"}
+    templates = {p.name for p in TEMPLATES_DIR.iterdir() if p.is_file() and p.suffix != ".py"}
     assert templates and all(any(p.match(g) for g in shipped) for p in map(Path, templates))

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import HalfPrecision, Precision
 from torch import Tensor, nn
 
 from sparsessp_bmz.training.batchnorm import PreciseBatchNorm
@@ -53,7 +54,7 @@ def corrupt_running_stats(module: nn.Module) -> None:
             layer.running_var.fill_(100.0)
 
 
-VALIDATING = SimpleNamespace(sanity_checking=False)
+VALIDATING = SimpleNamespace(sanity_checking=False, precision_plugin=Precision())
 
 
 def test_recalibrated_eval_network_matches_the_batch_statistics_network() -> None:
@@ -103,3 +104,12 @@ def test_zero_batches_and_the_sanity_check_keep_the_running_averages() -> None:
         callback.on_validation_start(trainer, module)
         assert torch.all(module.net[1].running_mean == 5.0)
         assert not module.seen_tasks
+
+
+def test_statistics_are_computed_in_the_runs_precision() -> None:
+    module = ToyModule().to(torch.bfloat16)
+    corrupt_running_stats(module)
+    trainer = SimpleNamespace(sanity_checking=False, precision_plugin=HalfPrecision("bf16-true"))
+    PreciseBatchNorm(lambda: batches(2), batches=2).on_validation_start(trainer, module)
+    assert module.net[1].running_mean.dtype == torch.bfloat16
+    assert torch.all(module.net[1].running_mean.abs() < 5.0)  # recomputed, not the corrupt 5.0

@@ -16,6 +16,7 @@ from sparsessp_bmz.bmz.rdf import timestamp_of
 from sparsessp_bmz.data.config import SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.training import run
 from sparsessp_bmz.training.checkpoint import load_trained
 from sparsessp_bmz.training.config import TrainConfig, apply_overrides, config_from_mapping
 from sparsessp_bmz.training.run import train
@@ -120,23 +121,52 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
         assert torch.equal(expected[key], actual[key]), key
 
 
+def _rows(metrics_csv: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(metrics_csv.open()))
+
+
 def _logged_steps(metrics_csv: Path) -> list[int]:
-    return [int(r["step"]) for r in csv.DictReader(metrics_csv.open()) if r["train_loss_step"]]
+    return [int(row["step"]) for row in _rows(metrics_csv) if row["train_loss_step"]]
 
 
-@pytest.mark.parametrize("crashes", [(3,), (3, 5)], ids=["once", "again-while-resuming"])
-def test_resumed_run_logs_every_step_once(
-    manifest: Path, tmp_path: Path, crashes: tuple[int, ...]
+def _killed_after_setting_aside(run_dir: Path) -> None:
+    """What a resume killed before its logger started leaves: the side file, no metrics.csv."""
+    run._set_aside_history(run_dir, run._checkpoint_step(run.checkpoint_path(run_dir, run.LAST)))
+
+
+@pytest.mark.parametrize(
+    "interruptions",
+    [(3,), (3, 5), (3, "kill")],
+    ids=["crash", "crash-again-while-resuming", "resume-killed-after-setting-aside"],
+)
+def test_resumed_run_logs_the_rows_of_an_uninterrupted_run(
+    manifest: Path, tmp_path: Path, interruptions: tuple[int | str, ...]
 ) -> None:
     overrides = ("optim.max_steps=6", "trainer.log_every_n_steps=1")
     straight = train(tiny_config(manifest, tmp_path / "straight", *overrides))
     config = tiny_config(manifest, tmp_path / "crashed", *overrides)
-    for step in crashes:  # the steps of each interrupted epoch were logged after its checkpoint
+    for step in interruptions:  # the steps of an interrupted epoch were logged after its checkpoint
+        if step == "kill":
+            _killed_after_setting_aside(config.run_dir())
+            continue
         with pytest.raises(RuntimeError, match="simulated crash"):
-            train(config, callbacks=[CrashAt(step)])
+            train(config, callbacks=[CrashAt(int(step))])
     resumed = train(config)
-    assert _logged_steps(resumed.metrics_csv) == _logged_steps(straight.metrics_csv)
     assert _logged_steps(straight.metrics_csv) == list(range(6))
+    assert _rows(resumed.metrics_csv) == _rows(straight.metrics_csv)  # values too: bit-identical
+
+
+def test_a_larger_budget_keeps_the_final_validation_of_the_finished_run(
+    manifest: Path, tmp_path: Path
+) -> None:
+    first = train(tiny_config(manifest, tmp_path / "run", "trainer.log_every_n_steps=1"))
+    final = [row for row in _rows(first.metrics_csv) if row["step"] == "3" and row["val_mse"]]
+    longer = train(
+        tiny_config(manifest, tmp_path / "run", "trainer.log_every_n_steps=1", "optim.max_steps=4")
+    )
+    kept = [r["val_mse"] for r in _rows(longer.metrics_csv) if r["step"] == "3" and r["val_mse"]]
+    assert kept == [final[0]["val_mse"]]
+    assert _logged_steps(longer.metrics_csv) == [0, 1, 2, 3]
 
 
 def test_rerunning_a_finished_run_is_a_no_op(manifest: Path, tmp_path: Path) -> None:

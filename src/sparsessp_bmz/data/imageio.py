@@ -60,7 +60,8 @@ def read_stack(path: Path, channel: int, where: str, fallback: VoxelSize | None 
             f"{where}: {path.name} is stored as a {samples}-sample (RGB-like) image of "
             f"{dims.Y}x{dims.X} with {dims.Z} z-slice(s), not as a grayscale z-stack; if the "
             f"samples are z-slices, save it again with tifffile.imwrite(path, stack, "
-            f"photometric='minisblack') or as OME-TIFF"
+            f"photometric='minisblack') or as OME-TIFF; if they are colours, save the TL "
+            f"channel alone as a grayscale stack"
         )
     if not 0 <= channel < dims.C:
         raise UserInputError(

@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
@@ -24,15 +25,20 @@ Batch = dict[str, Any]
 
 
 class _BatchForward(nn.Module):
-    """Calls the Lightning module on a whole batch dict (update_bn passes batches through)."""
+    """Calls the Lightning module on a whole batch dict (update_bn passes batches through), in
+    the run's precision as a training step would (bf16-true nets need bf16 inputs; mixed
+    precision computes its statistics under autocast)."""
 
-    def __init__(self, module: L.LightningModule) -> None:
+    def __init__(self, module: L.LightningModule, precision: Precision) -> None:
         super().__init__()
         self.module = module
+        self.precision = precision
 
     def forward(self, batch: Batch) -> Tensor:
         module = self.module
-        return module(batch["input"].to(module.device), module.task_ids(batch))
+        batch = self.precision.convert_input(batch)
+        with self.precision.forward_context():
+            return module(batch["input"].to(module.device), module.task_ids(batch))
 
 
 class PreciseBatchNorm(L.Callback):
@@ -50,5 +56,6 @@ class PreciseBatchNorm(L.Callback):
         if trainer.sanity_checking or self.batches == 0:
             return
         was_training = pl_module.training
-        update_bn(islice(self.training_batches(), self.batches), _BatchForward(pl_module))
+        forward = _BatchForward(pl_module, trainer.precision_plugin)
+        update_bn(islice(self.training_batches(), self.batches), forward)
         pl_module.train(was_training)

@@ -263,19 +263,29 @@ def _write_metrics(path: Path, fields: list[str], rows: list[dict[str, str]]) ->
         handle.write(text.getvalue().encode("utf-8"))
 
 
-def _set_aside_history(run_dir: Path, resume_step: int) -> None:
-    """Keep the metrics logged before the checkpoint a run resumes from.
+def _logged_before(row: dict[str, str], resume_step: int) -> bool:
+    """Whether a row precedes the checkpoint at `resume_step`: rows of the interrupted epoch
+    (step >= resume_step) are logged again by the resumed run, except the validation of a finished
+    run's final step, which a run continued with a larger budget does not repeat."""
+    step = int(row["step"])
+    final_validation = bool(row.get("val_mse")) and not row.get("train_loss_step")
+    return step < resume_step or (step == resume_step and final_validation)
 
-    Lightning's CSV logger deletes metrics.csv when it starts, so the history goes to a side file
-    until `_restore_history` puts it back. Rows of the interrupted epoch (step >= resume_step) are
-    dropped: the resumed run logs those steps again. A side file left by a resume that was itself
-    killed is merged first.
+
+def _set_aside_history(run_dir: Path, resume_step: int) -> None:
+    """Move the metrics logged before the checkpoint a run resumes from to a side file.
+
+    Lightning's CSV logger deletes metrics.csv when it starts, so the history waits in the side
+    file until `_restore_history` puts it back. It is a move (metrics.csv goes), so a resume that
+    dies before or while training cannot leave the same rows in both files; the next resume merges
+    what is there again.
     """
     logs = run_dir / LOG_DIR
     fields, rows = _merged_metrics(logs)
     if fields:
-        kept = [row for row in rows if int(row["step"]) < resume_step]
+        kept = [row for row in rows if _logged_before(row, resume_step)]
         _write_metrics(logs / HISTORY_FILE, fields, kept)
+        (logs / METRICS_FILE).unlink(missing_ok=True)
 
 
 def _restore_history(run_dir: Path) -> None:

@@ -8,8 +8,6 @@ only redoes what is missing.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import write_rows_csv, write_text
 from sparsessp_bmz.errors import UserInputError
 
 #: The demo's models: structures x ratios x topologies on top of training/demo.yaml.
@@ -197,21 +195,14 @@ def _cell(value: object) -> str:
 
 def write_summary(result: DemoResult, work_dir: Path) -> Path:
     """summary.csv and summary.md in the work folder (written atomically)."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(_COLUMNS)
-    for row in result.rows:
-        writer.writerow([_cell(getattr(row, c)) for c in _COLUMNS])
-    with atomic_output(work_dir / "summary.csv") as handle:
-        handle.write(text.getvalue().encode("utf-8"))
+    cells = [[_cell(getattr(row, c)) for c in _COLUMNS] for row in result.rows]
+    write_rows_csv(work_dir / "summary.csv", _COLUMNS, cells)
     lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    for row in result.rows:
-        lines.append("| " + " | ".join(_cell(getattr(row, c)) for c in _COLUMNS) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     lines.append("")
     lines.append(f"Total time: {result.seconds:.0f} s")
     md_path = work_dir / "summary.md"
-    with atomic_output(md_path) as handle:
-        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+    write_text(md_path, "\n".join(lines) + "\n")
     return md_path
 
 

@@ -10,7 +10,6 @@ linear fit) are scored by exactly the same code as networks.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import write_records_csv
 from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.manifest import ManifestRow
 from sparsessp_bmz.data.sparse import subsample
@@ -242,17 +241,8 @@ def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
         summary.append(record)
     paths = (out_dir / PER_IMAGE_CSV, out_dir / SUMMARY_CSV)
     for path, records in zip(paths, (per_image, summary), strict=True):
-        _write_csv(path, records)
+        write_records_csv(path, list(records[0]), records)
     return paths
-
-
-def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(records[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    with atomic_output(path) as handle:
-        handle.write(text.getvalue().encode("utf-8"))
 
 
 def results_table(result: EvaluationResult):  # type: ignore[no-untyped-def]

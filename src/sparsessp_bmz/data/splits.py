@@ -11,14 +11,12 @@ so prefabricated splits (as the paper used RepMode's) can be dropped in.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from dataclasses import replace
 
 import numpy as np
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import write_rows_csv
 from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.manifest import SPLITS, ManifestRow, read_manifest, select_structures
 from sparsessp_bmz.errors import UserInputError
@@ -56,13 +54,8 @@ def assign_splits(
 def write_splits(rows: list[ManifestRow], settings: DataSettings) -> None:
     """Save the manifest rows with a `split` column, paths still relative to the manifest."""
     columns = [name for name, _ in rows[0].raw] + ["split"]
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([value for _, value in row.raw] + [row.split])
-    with atomic_output(settings.splits_path) as handle:
-        handle.write(text.getvalue().encode("utf-8"))
+    values = [[value for _, value in row.raw] + [row.split] for row in rows]
+    write_rows_csv(settings.splits_path, columns, values)
 
 
 def _identity(row: ManifestRow) -> tuple[str, int, str, int, str]:

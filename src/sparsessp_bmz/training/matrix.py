@@ -9,7 +9,6 @@ command again retries only what failed or is unfinished.
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import math
 import traceback
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import write_records_csv, write_text
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.spec import SparsityRatio, Topology
 from sparsessp_bmz.training.config import (
@@ -211,20 +210,14 @@ def write_summary(rows: list[EntryResult], out: Path) -> tuple[Path, Path]:
     """summary.csv (all fields) and summary.md (a readable table), written atomically."""
     records = [asdict(row) for row in rows]
     columns = list(records[0]) if records else list(EntryResult.__dataclass_fields__)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
     csv_path, md_path = out / SUMMARY_CSV, out / SUMMARY_MD
-    with atomic_output(csv_path) as handle:
-        handle.write(text.getvalue().encode("utf-8"))
+    write_records_csv(csv_path, columns, records)
     shown = [c for c in columns if c not in ("run_dir",)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for record in records:
         cells = [_cell(record[c]).replace("|", "\\|") for c in shown]
         lines.append("| " + " | ".join(cells) + " |")
-    with atomic_output(md_path) as handle:
-        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+    write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 

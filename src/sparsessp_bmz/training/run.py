@@ -17,7 +17,6 @@ metrics.csv holds every logged step once, as an uninterrupted run's does.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import warnings
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import write_records_csv, write_text
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.training.config import TrainConfig
 
@@ -66,8 +65,7 @@ def _budget(config: TrainConfig) -> dict[str, int]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_output(path) as handle:
-        handle.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_done(run_dir: Path) -> dict[str, Any] | None:
@@ -254,15 +252,6 @@ def _merged_metrics(logs: Path) -> tuple[list[str], list[dict[str, str]]]:
     return sorted({*old_fields, *new_fields}), old_rows + new_rows
 
 
-def _write_metrics(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_output(path) as handle:
-        handle.write(text.getvalue().encode("utf-8"))
-
-
 def _logged_before(row: dict[str, str], resume_step: int) -> bool:
     """Whether a row precedes the checkpoint at `resume_step`: rows of the interrupted epoch
     (step >= resume_step) are logged again by the resumed run, except the validation of a finished
@@ -284,7 +273,7 @@ def _set_aside_history(run_dir: Path, resume_step: int) -> None:
     fields, rows = _merged_metrics(logs)
     if fields:
         kept = [row for row in rows if _logged_before(row, resume_step)]
-        _write_metrics(logs / HISTORY_FILE, fields, kept)
+        write_records_csv(logs / HISTORY_FILE, fields, kept)
         (logs / METRICS_FILE).unlink(missing_ok=True)
 
 
@@ -292,7 +281,7 @@ def _restore_history(run_dir: Path) -> None:
     """metrics.csv = the rows set aside before resuming + the rows the resumed run logged."""
     logs = run_dir / LOG_DIR
     if (logs / HISTORY_FILE).is_file():
-        _write_metrics(logs / METRICS_FILE, *_merged_metrics(logs))
+        write_records_csv(logs / METRICS_FILE, *_merged_metrics(logs))
         (logs / HISTORY_FILE).unlink()
 
 

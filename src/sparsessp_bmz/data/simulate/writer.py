@@ -6,15 +6,13 @@ field looks the same whatever structures, worker count or number of fields are a
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from sparsessp_bmz.data.atomic import atomic_output
+from sparsessp_bmz.data.atomic import atomic_output, write_rows_csv
 from sparsessp_bmz.data.config import SIMULATED_STRUCTURES, SimulationSettings, VoxelSize
 from sparsessp_bmz.data.manifest import CZI_LAYOUT
 
@@ -79,14 +77,12 @@ def _one_thread_each() -> None:
 
 def write_manifest(path: Path, settings: SimulationSettings) -> None:
     """FNet layout, one row per field and structure, paths relative to the manifest."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CZI_LAYOUT)
-    for index in range(settings.cells):
-        for channel, name in enumerate(settings.structures, start=1):
-            writer.writerow([f"{IMAGE_FOLDER}/{image_name(index)}", 0, channel, name])
-    with atomic_output(path) as handle:
-        handle.write(text.getvalue().encode("utf-8"))
+    rows = [
+        [f"{IMAGE_FOLDER}/{image_name(index)}", 0, channel, name]
+        for index in range(settings.cells)
+        for channel, name in enumerate(settings.structures, start=1)
+    ]
+    write_rows_csv(path, CZI_LAYOUT, rows)
 
 
 def simulate(

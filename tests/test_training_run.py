@@ -16,10 +16,10 @@ from sparsessp_bmz.bmz.rdf import timestamp_of
 from sparsessp_bmz.data.config import SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate
 from sparsessp_bmz.errors import UserInputError
-from sparsessp_bmz.training import run
 from sparsessp_bmz.training.checkpoint import load_trained
 from sparsessp_bmz.training.config import TrainConfig, apply_overrides, config_from_mapping
-from sparsessp_bmz.training.run import train
+from sparsessp_bmz.training.metrics_history import checkpoint_step, set_aside_history
+from sparsessp_bmz.training.run import LAST, LOG_DIR, checkpoint_path, train
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,8 @@ def _logged_steps(metrics_csv: Path) -> list[int]:
 
 def _killed_after_setting_aside(run_dir: Path) -> None:
     """What a resume killed before its logger started leaves: the side file, no metrics.csv."""
-    run._set_aside_history(run_dir, run._checkpoint_step(run.checkpoint_path(run_dir, run.LAST)))
+    last = checkpoint_path(run_dir, LAST)
+    set_aside_history(run_dir / LOG_DIR, checkpoint_step(last))
 
 
 @pytest.mark.parametrize(

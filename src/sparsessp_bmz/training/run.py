@@ -16,7 +16,6 @@ metrics.csv holds every logged step once, as an uninterrupted run's does.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import warnings
@@ -25,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sparsessp_bmz.data.atomic import write_records_csv, write_text
+from sparsessp_bmz.data.atomic import write_text
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.training.config import TrainConfig
+from sparsessp_bmz.training.metrics_history import (
+    METRICS_FILE,
+    checkpoint_step,
+    restore_history,
+    set_aside_history,
+)
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
@@ -35,9 +40,6 @@ CHECKPOINT_DIR = "checkpoints"
 BEST = "best"
 LAST = "last"
 LOG_DIR = "logs"
-METRICS_FILE = "metrics.csv"
-#: Rows logged before the checkpoint a run resumes from, while the resumed run writes metrics.csv.
-HISTORY_FILE = "metrics.before-resume.csv"
 
 Status = Literal["trained", "resumed", "already finished"]
 
@@ -153,7 +155,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
 
     keeps_metrics = rank_zero_only.rank == 0  # one process writes the metrics history
     if resume is not None and keeps_metrics:
-        _set_aside_history(run_dir, _checkpoint_step(resume))
+        set_aside_history(run_dir / LOG_DIR, checkpoint_step(resume))
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = SparseSSPModule(config.model_dump(mode="json"))
     datamodule = SparsePatchDataModule(config)
@@ -217,7 +219,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
             _validate_final_step(trainer, module, datamodule, best_callback, run_dir)
         finally:
             if keeps_metrics:
-                _restore_history(run_dir)
+                restore_history(run_dir / LOG_DIR)
 
     record = {
         "budget": _budget(config),
@@ -229,60 +231,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     if trainer.is_global_zero:
         _write_json(run_dir / DONE_FILE, record)
     return _result(run_dir, "resumed" if resume else "trained", record)
-
-
-def _checkpoint_step(path: Path) -> int:
-    import torch
-
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-
-
-def _read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        return [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _merged_metrics(logs: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Rows set aside before a resume followed by the rows logged since, under one header."""
-    old_fields, old_rows = _read_metrics(logs / HISTORY_FILE)
-    new_fields, new_rows = _read_metrics(logs / METRICS_FILE)
-    return sorted({*old_fields, *new_fields}), old_rows + new_rows
-
-
-def _logged_before(row: dict[str, str], resume_step: int) -> bool:
-    """Whether a row precedes the checkpoint at `resume_step`: rows of the interrupted epoch
-    (step >= resume_step) are logged again by the resumed run, except the validation of a finished
-    run's final step, which a run continued with a larger budget does not repeat."""
-    step = int(row["step"])
-    final_validation = bool(row.get("val_mse")) and not row.get("train_loss_step")
-    return step < resume_step or (step == resume_step and final_validation)
-
-
-def _set_aside_history(run_dir: Path, resume_step: int) -> None:
-    """Move the metrics logged before the checkpoint a run resumes from to a side file.
-
-    Lightning's CSV logger deletes metrics.csv when it starts, so the history waits in the side
-    file until `_restore_history` puts it back. It is a move (metrics.csv goes), so a resume that
-    dies before or while training cannot leave the same rows in both files; the next resume merges
-    what is there again.
-    """
-    logs = run_dir / LOG_DIR
-    fields, rows = _merged_metrics(logs)
-    if fields:
-        kept = [row for row in rows if _logged_before(row, resume_step)]
-        write_records_csv(logs / HISTORY_FILE, fields, kept)
-        (logs / METRICS_FILE).unlink(missing_ok=True)
-
-
-def _restore_history(run_dir: Path) -> None:
-    """metrics.csv = the rows set aside before resuming + the rows the resumed run logged."""
-    logs = run_dir / LOG_DIR
-    if (logs / HISTORY_FILE).is_file():
-        write_records_csv(logs / METRICS_FILE, *_merged_metrics(logs))
-        (logs / HISTORY_FILE).unlink()
 
 
 def _validate_final_step(trainer, module, datamodule, best_callback, run_dir: Path) -> None:  # type: ignore[no-untyped-def]

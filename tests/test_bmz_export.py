@@ -162,16 +162,21 @@ def _assert_nothing_placed(out: Path, model_id: str) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def _export_failing_validation(out: Path) -> str:
+    """Export a tiny 3to2d model that must fail validation; check nothing was placed."""
+    trained = tiny_trained("3to2d")
+    tl, target = synthetic_volume()
+    with pytest.raises(package.ExportFailedError, match="failed validation"):
+        package.export_trained(trained, out, test_input=tl[::2], test_target=target)
+    _assert_nothing_placed(out, trained.spec.model_id)
+    return trained.spec.model_id
+
+
 def test_failed_validation_leaves_no_package_but_a_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(package, "validate_package", _failing_report)
-    trained = tiny_trained("3to2d")
-    tl, target = synthetic_volume()
-    with pytest.raises(package.ExportFailedError, match="failed validation"):
-        package.export_trained(trained, tmp_path, test_input=tl[::2], test_target=target)
-    model_id = trained.spec.model_id
-    _assert_nothing_placed(tmp_path, model_id)
+    model_id = _export_failing_validation(tmp_path)
     assert "boom" in (tmp_path / "reports" / f"{model_id}.md").read_text()
     assert json.loads((tmp_path / "index.json").read_text())["packages"] == []
 
@@ -184,12 +189,7 @@ def test_package_whose_test_output_is_wrong_fails_real_validation_and_is_not_pla
     monkeypatch.setattr(
         package.testdata, "predict", lambda net, sparse: real_predict(net, sparse) + 1.0
     )
-    trained = tiny_trained("3to2d")
-    tl, target = synthetic_volume()
-    with pytest.raises(package.ExportFailedError, match="failed validation"):
-        package.export_trained(trained, tmp_path, test_input=tl[::2], test_target=target)
-    model_id = trained.spec.model_id
-    _assert_nothing_placed(tmp_path, model_id)
+    model_id = _export_failing_validation(tmp_path)
     report = (tmp_path / "reports" / f"{model_id}.md").read_text()
     assert "FAILED" in report and "Reproduce test outputs" in report
 

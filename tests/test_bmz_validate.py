@@ -16,6 +16,7 @@ from bmz_fixtures import SPECS, exported_3to2d
 from typer.testing import CliRunner
 
 from sparsessp_bmz.bmz import deepimagej
+from sparsessp_bmz.bmz.checks import CheckResult
 from sparsessp_bmz.cli import app
 
 __all__ = ["exported_3to2d"]  # fixtures
@@ -30,7 +31,7 @@ def _reader(zip_path: Path):
     return lambda name: zipfile.ZipFile(zip_path).read(name)
 
 
-def _failed(results: list[deepimagej.CheckResult]) -> set[str]:
+def _failed(results: list[CheckResult]) -> set[str]:
     return {r.name for r in results if not r.passed}
 
 

@@ -9,10 +9,11 @@ offset`). Each check reads the raw YAML and the weight files, so it works for an
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from sparsessp_bmz.bmz.checks import CheckResult, FileReader
+from sparsessp_bmz.bmz.checks import fail as _fail
+from sparsessp_bmz.bmz.checks import ok as _ok
 
 #: Preprocessing operations deepImageJ implements.
 DEEPIMAGEJ_PREPROCESSING = frozenset(
@@ -32,24 +33,6 @@ MAX_ONNX_OPSET = 17
 #: Graph nodes that only scripting produces: tracing records the ops that ran, so Python control
 #: flow and calls into compiled TorchScript functions never appear in a traced graph.
 SCRIPTED_NODE_KINDS = frozenset({"prim::If", "prim::Loop", "prim::CallFunction"})
-
-FileReader = Callable[[str], bytes]
-
-
-class CheckResult(BaseModel):
-    """One deepImageJ rule: passed or not, and why."""
-
-    name: str
-    passed: bool
-    message: str
-
-
-def _ok(name: str, message: str) -> CheckResult:
-    return CheckResult(name=name, passed=True, message=message)
-
-
-def _fail(name: str, message: str) -> CheckResult:
-    return CheckResult(name=name, passed=False, message=message)
 
 
 def check_identity(rdf: dict[str, Any]) -> CheckResult:

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sparsessp_bmz.bmz.deepimagej import CheckResult, FileReader, run_checks
+from sparsessp_bmz.bmz.checks import CheckResult, FileReader
+from sparsessp_bmz.bmz.deepimagej import run_checks
 from sparsessp_bmz.errors import UserInputError
 
 RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter
 
 from sparsessp_bmz.nets import build_net
 from sparsessp_bmz.spec import ModelSpec
-from sparsessp_bmz.trained import TrainedModel
+from sparsessp_bmz.trained import TrainedModel, TrainingFacts
 
 SPECS = {
     "3to2d": ModelSpec(
@@ -34,7 +34,7 @@ def tiny_trained(topology: str) -> TrainedModel:
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.8, 1.2)
     net.eval()
-    return TrainedModel(spec=spec, net=net, metrics={"val_mse": 0.5}, training={"epoch": 3})
+    return TrainedModel(spec=spec, net=net, facts=TrainingFacts(epoch=3, best_val_mse=0.5))
 
 
 def synthetic_volume(

@@ -15,7 +15,8 @@ import torch
 import yaml
 from bmz_fixtures import SPECS, exported_3d, exported_3to2d, synthetic_volume, tiny_trained
 
-from sparsessp_bmz.bmz import package, rdf, weights
+from sparsessp_bmz.bmz import axes, package, weights
+from sparsessp_bmz.bmz.netsource import write_network_source
 from sparsessp_bmz.bmz.testdata import predict
 from sparsessp_bmz.bmz.validate import FormatResult, PackageReport, validate_package
 
@@ -70,7 +71,11 @@ def test_rdf_is_written_in_the_dialect_deepimagej_reads(exported_3to2d: Path):
     assert (z_in["scale"], z_out["scale"], z_out["size"]["offset"]) == (4.0, 2.0, 0)
     weights = rdf["weights"]
     assert weights["torchscript"]["parent"] == weights["onnx"]["parent"] == "pytorch_state_dict"
-    assert weights["pytorch_state_dict"]["architecture"]["import_from"] == "sparsessp_bmz.nets"
+    architecture = weights["pytorch_state_dict"]["architecture"]
+    assert architecture["source"] == "sparsessp_net.py" and "import_from" not in architecture
+    assert architecture["kwargs"]["variant"] == "standard"
+    for absent in ("maintainers", "links", "git_repo", "training_data"):  # no nulls
+        assert absent not in rdf
 
 
 def test_cover_is_a_small_png(exported_3to2d: Path):
@@ -80,16 +85,19 @@ def test_cover_is_a_small_png(exported_3to2d: Path):
 
 def test_model_card_has_a_validation_section_and_voxel_sizes(exported_3to2d: Path):
     card = zipfile.ZipFile(exported_3to2d).read("README.md").decode()
-    assert "## Validation" in card and "0.58 x 0.29 x 0.29" in card and "QuPath" in card
+    assert "## Validation" in card and "0.58 x 0.29 x 0.29" in card
+    # the consumer table comes from the checks: this 3D package is for neither ilastik nor QuPath
+    assert "| QuPath | **no**" in card and "| ilastik | **no**" in card
+    assert "| deepImageJ | yes" in card
 
 
 def test_reexport_of_the_same_model_is_byte_identical(exported_3to2d: Path, tmp_path: Path):
     trained = tiny_trained("3to2d")
     tl, target = synthetic_volume()
-    tensors = package._tensors_for(trained, tl[::2], target)
+    tensors = package.tensors_for(trained, tl[::2], target)
     folder = tmp_path / trained.spec.model_id
     folder.mkdir()
-    package.build_folder(trained, folder, tensors, package.TEMPLATES_DIR)
+    package.build_folder(trained, "standard", folder, tensors)
     again = package.zip_folder(folder, tmp_path / "again.zip")
     first = zipfile.ZipFile(exported_3to2d)
     second = zipfile.ZipFile(again)
@@ -131,8 +139,11 @@ def test_variable_depth_torchscript_and_onnx_agree_with_eager_at_other_sizes(tmp
     trained = tiny_trained("3d")
     example = np.random.default_rng(2).normal(size=(1, 1, 4, 32, 32)).astype(np.float32)
     state = weights.write_state_dict(trained.net, tmp_path)
-    traced_path = weights.write_torchscript(state, rdf.spec_fields(trained.spec), example, tmp_path)
-    onnx_path = weights.write_onnx(trained.net, example, tmp_path, dynamic_z=True)
+    source = write_network_source(tmp_path)
+    kwargs = {**trained.spec.model_dump(mode="json"), "variant": "standard"}
+    traced_path = weights.write_torchscript(source, kwargs, state, example, tmp_path)
+    dynamic = axes.dynamic_axes(trained.spec, "standard")
+    onnx_path = weights.write_onnx(trained.net, example, tmp_path, dynamic_axes=dynamic)
     traced = torch.jit.load(str(traced_path))
     session = onnxruntime.InferenceSession(str(onnx_path))
     for shape in ((4, 64, 32), (8, 32, 48), (12, 48, 48)):

@@ -113,7 +113,9 @@ def test_validate_command_fails_a_broken_package_with_reports(exported_3to2d: Pa
     bad["documentation"] = {"source": "README.md"}
     del bad["config"]["bioimageio"]["nickname"]
     bad.pop("id")
-    bad["weights"] = {"torchscript": bad["weights"]["torchscript"]}  # one format keeps it quick
+    torchscript = bad["weights"]["torchscript"]
+    torchscript.pop("parent", None)  # one format keeps it quick; its parent format is gone
+    bad["weights"] = {"torchscript": torchscript}
     (broken / "rdf.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
     result = CliRunner().invoke(
         app, ["validate", str(broken), "--report-dir", str(tmp_path / "reports")]
@@ -121,9 +123,13 @@ def test_validate_command_fails_a_broken_package_with_reports(exported_3to2d: Pa
     assert result.exit_code == 1, result.output
     assert result.output.startswith("FAIL ")
     records = json.loads((tmp_path / "reports" / "validation.json").read_text())
-    failed = {c["name"] for c in records[0]["checks"] if not c["passed"]}
+    deepimagej = next(c for c in records[0]["consumers"] if c["name"] == "deepImageJ")
+    failed = {c["name"] for c in deepimagej["checks"] if not c["passed"]}
     assert failed == {"id_or_nickname", "plain_documentation_and_covers"}
+    assert deepimagej["accepted"] is False
+    assert [f["status"] for f in records[0]["formats"]] == ["passed"]  # deepImageJ alone fails it
     assert records[0]["passed"] is False
+    assert "  deepImageJ refuses: id_or_nickname:" in result.output
     assert "id_or_nickname" in (tmp_path / "reports" / "validation.md").read_text()
 
 

@@ -33,17 +33,28 @@ def test_demo_leaves_a_validated_package_and_reruns_without_retraining(tmp_path:
         cells=4,
         shape=(16, 32, 32),
         workers=1,
+        plane=REPO / "training" / "plane.yaml",
+        plane_overrides=(
+            "optim.max_steps=3",
+            "data.samples_per_epoch=8",
+            "optim.val_samples=2",
+            "optim.batch_size=2",
+            "model.patch=[1,32,32]",
+        ),
     )
     console = Console(file=io.StringIO())
     result = run_demo(settings, console)
 
     assert result.passed, result.rows
-    (row,) = result.rows
-    assert row.model_id == "sparsessp-dna-r4-3to2d" and row.steps == 3
-    assert Path(row.package).is_file() and (settings.packages_dir / row.model_id).is_dir()
+    ids = ["sparsessp-dna-r4-3to2d", "sparsessp-dna-r4-3to2d-dense", "sparsessp-dna-r1-2d-plane"]
+    assert [row.model_id for row in result.rows] == ids
+    assert [row.variant for row in result.rows] == ["standard", "dense", "plane"]
+    assert all(row.steps == 3 for row in result.rows)
+    for row in result.rows:
+        assert Path(row.package).is_file() and (settings.packages_dir / row.model_id).is_dir()
     index = json.loads((settings.packages_dir / "index.json").read_text())
-    assert [entry["id"] for entry in index["packages"]] == [row.model_id]
-    assert "sparsessp-dna-r4-3to2d" in (settings.work_dir / "summary.md").read_text()
+    assert [entry["id"] for entry in index["packages"]] == sorted(ids)
+    assert "sparsessp-dna-r1-2d-plane" in (settings.work_dir / "summary.md").read_text()
 
     again = run_demo(settings, console)
-    assert again.passed and again.rows[0].status == "already finished"
+    assert again.passed and {row.status for row in again.rows} == {"already finished"}

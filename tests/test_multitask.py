@@ -8,12 +8,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch
 from data_fixtures import small_simulation  # noqa: F401
 
 from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.dataset import SparsePatchDataset
 from sparsessp_bmz.data.splits import rows_for
+from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.evaluation import evaluate_model
 from sparsessp_bmz.training.checkpoint import load_trained
 from sparsessp_bmz.training.config import load_config
@@ -67,9 +69,13 @@ def test_multitask_model_trains_evaluates_per_task_and_exports_baked_packages(
     evaluation = evaluate_model(trained, config.data_settings, "test")
     assert {image.structure for image in evaluation.images} == set(TASKS)
 
+    from sparsessp_bmz.bmz.export import export
     from sparsessp_bmz.bmz.package import export_trained
 
     packages = tmp_path / "packages"
+    with pytest.raises(UserInputError, match="multi-task network"):
+        export_trained(trained, packages)  # unbaked: refused before any work
+    assert not packages.exists() or not list(packages.iterdir())
     x = torch.randn(1, 1, *trained.spec.input_patch)
     for task_index, task in enumerate(TASKS):
         baked = trained.for_task(task)
@@ -77,7 +83,14 @@ def test_multitask_model_trains_evaluates_per_task_and_exports_baked_packages(
         with torch.no_grad():
             expected = trained.net(x, torch.tensor([task_index]))
             torch.testing.assert_close(baked.net(x), expected, rtol=1e-5, atol=1e-5)
-        export_trained(baked, packages)
+    outcome = export(trained, packages)  # bakes one package per structure itself
+    assert outcome.passed
+    assert [p.facts.package_id for p in outcome.packages] == [
+        f"sparsessp-{task}-r2-3to2d-repmode" for task in TASKS
+    ]
+    scores = {row.structure: row.metrics for row in evaluation.summary}
+    for exported in outcome.packages:  # held-out test scores of each structure in its card
+        assert exported.facts.test_metrics == scores[exported.facts.spec.organelle]
     archive = packages / "sparsessp-mitochondria-r2-3to2d-repmode.zip"
     bioimageio = Path(sys.executable).with_name("bioimageio")
     run = subprocess.run([bioimageio, "test", archive], capture_output=True, text=True)

@@ -12,7 +12,6 @@ import pytest
 import torch
 from data_fixtures import SMALL_FIELD
 
-from sparsessp_bmz.bmz.rdf import timestamp_of
 from sparsessp_bmz.data.config import SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate
 from sparsessp_bmz.errors import UserInputError
@@ -92,11 +91,12 @@ def test_load_trained_rebuilds_the_trained_network_with_its_facts(
     assert trained.structures == ("dna",)
     assert trained.manifest == manifest
     assert trained.voxel_size_um == (0.29, 0.29, 0.29)
-    assert trained.metrics["best_val_mse"] == pytest.approx(result.best_val_mse)
-    assert trained.training["global_step"] == 3
-    saved_at = datetime.fromisoformat(str(trained.training["saved_at"]))
+    assert trained.facts.best_val_mse == pytest.approx(result.best_val_mse)
+    assert trained.facts.global_step == 3
+    assert trained.facts.run_dir == result.best_checkpoint.parent.parent
+    saved_at = trained.facts.saved_at
+    assert saved_at is not None
     assert abs(datetime.now(timezone.utc) - saved_at) < timedelta(minutes=10)
-    assert timestamp_of(trained) == saved_at  # what the package's RDF says
     raw = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
     for key, value in trained.net.state_dict().items():
         assert torch.equal(value, raw["state_dict"][f"net.{key}"])

@@ -20,9 +20,12 @@ from rich.table import Table
 
 from sparsessp_bmz.data.atomic import write_rows_csv, write_text
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.spec import Topology
 
 #: The demo's models: structures x ratios x topologies on top of training/demo.yaml.
 DEFAULT_MATRIX = Path("training/demo_matrix.yaml")
+#: The demo's plane model (one TL plane -> one fluorescence plane), exported for QuPath.
+DEFAULT_PLANE = Path("training/plane.yaml")
 
 
 class DemoSettings(BaseModel):
@@ -37,16 +40,19 @@ class DemoSettings(BaseModel):
     shape: tuple[int, int, int] = (48, 128, 128)
     seed: int = 0
     workers: int = Field(2, ge=1, description="Processes simulating cells.")
+    dense_for: tuple[Topology, ...] = Field(
+        ("3to2d",), description="Topologies whose models also get a dense-grid (ilastik) package."
+    )
+    plane: Path | None = Field(DEFAULT_PLANE, description="Plane preset to train and export.")
+    plane_overrides: tuple[str, ...] = Field((), description="Overrides of the plane preset.")
 
 
 @dataclass
 class DemoRow:
-    """One model of the demo: how it trained, scored, exported and validated."""
+    """One package of the demo: how its model trained and scored, how it exported and validated."""
 
     model_id: str
-    organelle: str
-    ratio: int
-    topology: str
+    variant: str
     status: str
     steps: int = 0
     r2: float = math.nan
@@ -57,6 +63,7 @@ class DemoRow:
     export_s: float = math.nan
     validation_s: float = math.nan
     error: str = ""
+    run_dir: str = ""
 
 
 @dataclass
@@ -108,36 +115,74 @@ def _matrix_organelles(matrix: Path) -> tuple[str, ...]:
     return tuple(settings.organelles)
 
 
-def _export(row: DemoRow, run_dir: Path, packages_dir: Path) -> None:
-    """Export the best checkpoint; validation runs inside and decides whether it is placed."""
-    from sparsessp_bmz.bmz.package import ExportFailedError, export_with_timing
+def _export(
+    run_dir: Path, variants: tuple[str, ...], packages_dir: Path, base: DemoRow
+) -> list[DemoRow]:
+    """Export the best checkpoint in each variant; validation decides what is placed."""
+    from sparsessp_bmz.bmz.export import export
+    from sparsessp_bmz.bmz.package import ExportedPackage, ExportFailedError
     from sparsessp_bmz.training.checkpoint import load_trained
     from sparsessp_bmz.training.run import BEST, checkpoint_path
 
     trained = load_trained(checkpoint_path(run_dir, BEST))
-    test_metrics = {f"test_{name}": getattr(row, name) for name in ("r2", "pearson", "mse")}
-    trained = replace(trained, metrics={**trained.metrics, **test_metrics})
-    try:
-        archive, timing = export_with_timing(trained, packages_dir)
-    except ExportFailedError as err:
-        row.validation = "failed"
-        row.error = f"validation failed, see {err.report_path}"
-        return
-    row.package = str(archive)
-    row.validation = "passed"
-    row.export_s = timing.build_s
-    row.validation_s = timing.validate_s
+    rows: list[DemoRow] = []
+
+    def done(result: ExportedPackage | ExportFailedError) -> None:
+        if isinstance(result, ExportFailedError):
+            row = replace(base, variant="?", validation="failed")
+            row.model_id = result.report.model_id or base.model_id
+            row.error = f"validation failed, see {result.report_path}"
+        else:
+            row = replace(base, model_id=result.facts.package_id, variant=result.facts.variant)
+            row.package, row.validation = str(result.archive), "passed"
+            row.export_s, row.validation_s = result.timing.build_s, result.timing.validate_s
+        rows.append(row)
+
+    export(trained, packages_dir, variants=variants, on_done=done)  # type: ignore[arg-type]
+    return rows
+
+
+def _train_plane(settings: DemoSettings, manifest: Path, console: Console) -> DemoRow:
+    """Train and score the plane model (the matrix covers volume models only)."""
+    from sparsessp_bmz.metrics import mean_metrics
+    from sparsessp_bmz.test_scores import scores_of
+    from sparsessp_bmz.training.checkpoint import load_trained
+    from sparsessp_bmz.training.config import load_config
+    from sparsessp_bmz.training.run import train
+
+    assert settings.plane is not None
+    overrides = [
+        f"data.manifest={manifest}",
+        f"trainer.output_dir={settings.work_dir / 'runs'}",
+        *settings.plane_overrides,
+    ]
+    config = load_config(settings.plane, overrides)
+    console.print(f"[bold]plane model[/]: {config.model.organelle}, {config.model.model_id}")
+    result = train(config)
+    scores = scores_of(load_trained(result.best_checkpoint), settings=config.data_settings)
+    overall = mean_metrics(scores.values())
+    return DemoRow(
+        model_id=config.model.model_id,
+        variant="plane",
+        status=result.status,
+        steps=result.global_step,
+        r2=overall.r2,
+        pearson=overall.pearson,
+        mse=overall.mse,
+        run_dir=str(config.run_dir()),
+    )
 
 
 def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     """Simulate -> train + evaluate (the matrix runner) -> export + validate -> summary."""
     from sparsessp_bmz.training.matrix import run_matrix
 
-    if not settings.matrix.is_file():
-        raise UserInputError(
-            f"demo matrix {settings.matrix} not found; run the demo from the repository root "
-            f"(where training/ lives) or pass --matrix"
-        )
+    for path in (settings.matrix, settings.plane):
+        if path is not None and not path.is_file():
+            raise UserInputError(
+                f"demo preset {path} not found; run the demo from the repository root "
+                f"(where training/ lives) or pass --matrix"
+            )
     # Lightning's INFO lines (devices, logger tips) would bury the demo's own progress
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     start = time.perf_counter()
@@ -157,33 +202,41 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
         )
 
     entries, _ = run_matrix(settings.matrix, overrides, on_entry=announce)
-
-    console.rule("3/3 export and validate bioimage.io packages")
-    result = DemoResult()
+    models: list[tuple[DemoRow, tuple[str, ...]]] = []
     for entry in entries:
         row = DemoRow(
             model_id=entry.model_id,
-            organelle=entry.organelle,
-            ratio=entry.ratio,
-            topology=entry.topology,
+            variant="standard",
             status=entry.status,
             steps=entry.steps,
             r2=entry.r2,
             pearson=entry.pearson,
             mse=entry.mse,
             error=entry.error,
+            run_dir=entry.run_dir,
         )
-        if entry.status != "failed":
-            console.print(f"exporting {entry.model_id} ...")
-            _export(row, Path(entry.run_dir), settings.packages_dir)
-            console.print(f"  {row.validation}: {row.package or row.error}")
-        result.rows.append(row)
+        dense = ("dense",) if entry.topology in settings.dense_for else ()
+        models.append((row, ("standard", *dense)))
+    if settings.plane is not None:
+        models.append((_train_plane(settings, manifest, console), ("plane",)))
+
+    console.rule("3/3 export and validate bioimage.io packages")
+    result = DemoResult()
+    for row, variants in models:
+        if row.status == "failed":
+            result.rows.append(row)
+            continue
+        console.print(f"exporting {row.model_id} ({', '.join(variants)}) ...")
+        for package in _export(Path(row.run_dir), variants, settings.packages_dir, row):
+            console.print(f"  {package.validation}: {package.package or package.error}")
+            result.rows.append(package)
     result.seconds = time.perf_counter() - start
     result.summary_md = write_summary(result, settings.work_dir)
     return result
 
 
-_COLUMNS = ("model_id", "status", "steps", "r2", "pearson", "mse", "validation", "package")
+_COLUMNS = ("model_id", "variant", "status", "steps", "r2", "pearson", "mse", "validation")
+_COLUMNS += ("package",)
 _COLUMNS += ("export_s", "validation_s", "error")
 
 

@@ -5,6 +5,14 @@ Each test volume is read whole and z-scored, its dense TL is subsampled on the g
 fluorescence volume. Volumes are read one at a time, so memory does not grow with the split.
 `evaluate_predictor` takes any sparse -> dense function so that simple baselines (mean predictor,
 linear fit) are scored by exactly the same code as networks.
+
+Per-tile normalisation: we train on volumes z-scored as a whole, but QuPath (the consumer of plane
+models) z-scores every tile it feeds a model on its own. For plane models `evaluate_model` also
+scores each volume the way QuPath predicts it (abutting tiles of `tile` pixels, each z-scored on
+its own, no blending: "per tile") and reports the change from the normal metrics (per tile minus
+per image). QuPath's tiles also differ from our blended sliding window, so the same tiles are
+scored with the volume z-scored once too ("tiled"): per tile minus tiled is the part of the
+change that per-tile normalisation alone causes.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +45,7 @@ from sparsessp_bmz.metrics import (
     summarize,
 )
 from sparsessp_bmz.predict import predict_volume, progress_bar
+from sparsessp_bmz.spec import XY_MULTIPLE, ModelSpec
 from sparsessp_bmz.trained import TrainedModel
 
 #: sparse (D/r, H, W) z-scored TL -> dense prediction (at least D slices; extra ones are cut).
@@ -44,14 +54,33 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 PER_IMAGE_CSV = "per_image.csv"
 SUMMARY_CSV = "summary.csv"
 
+#: The y/x tile (input pixels) QuPath feeds a model. Its bioimage.io support asks for a preferred
+#: 512 x 512 patch snapped to the model's declared sizes, min + k * step <= 512 (qupath/qupath,
+#: qupath-core-processing/src/main/java/qupath/opencv/ml/BioimageIoTools.java,
+#: buildPatchClassifierParams: `preferredTileWidth = 512`, `updateLength`; it takes the step from
+#: the declared *min*, which for our packages' y/x min 32 still gives 512). The extension offers
+#: that size as the default tile and lets the user change it (qupath-extension-bioimageio,
+#: BioimageIoPane.configureTileSize). Every preprocessing op, per-sample zero_mean_unit_variance
+#: included, runs on each tile ("ops are generally per tile whereas model zoo transforms sometimes
+#: require global statistics", BioimageIoTools.transformToOp).
+QUPATH_TILE = 512
+#: QuPath's tiles abut (a halo is read around them and cropped, nothing is blended).
+TILE_OVERLAP = 0.0
+
 
 @dataclass(frozen=True)
 class ImageResult:
-    """Scores of one test volume."""
+    """Scores of one test volume.
+
+    When scored as QuPath predicts: `per_tile` (QuPath's tiles, each z-scored on its own) and
+    `tiled` (the same tiles, the volume z-scored once as in training).
+    """
 
     structure: str
     name: str
     metrics: ImageMetrics
+    per_tile: ImageMetrics | None = None
+    tiled: ImageMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,8 @@ class EvaluationResult:
     """Per-image and per-structure scores of one model on one split (plus Delta_Imp, if compared).
 
     `deltas` maps a structure (and `ALL`) to Delta_Imp in percent per metric against a baseline.
+    `per_tile_summary` and `tiled_summary` hold the same rows scored as QuPath predicts (tiles of
+    `tile` pixels, z-scored per tile or per volume), when that was measured.
     """
 
     model_id: str
@@ -66,10 +97,73 @@ class EvaluationResult:
     images: tuple[ImageResult, ...]
     summary: tuple[StructureSummary, ...]
     deltas: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    per_tile_summary: tuple[StructureSummary, ...] = ()
+    tiled_summary: tuple[StructureSummary, ...] = ()
+    tile: int | None = None
 
     def overall(self) -> ImageMetrics:
         """The `ALL` row: mean over structures."""
         return next(row.metrics for row in self.summary if row.structure == ALL)
+
+    def per_tile(self, structure: str) -> ImageMetrics | None:
+        """The per-tile-normalised summary of `structure` (or `ALL`), None if not measured."""
+        return _find(self.per_tile_summary, structure)
+
+    def tiled(self, structure: str) -> ImageMetrics | None:
+        """The summary of QuPath's tiles with the volume z-scored once, None if not measured."""
+        return _find(self.tiled_summary, structure)
+
+    def per_tile_change(self, structure: str) -> dict[str, float]:
+        """Per tile minus per image, per metric, for `structure` (or `ALL`); {} if not measured:
+        what running the model as QuPath does changes. Negative for R² and Pearson r, positive
+        for MSE and MAE, when per tile is worse."""
+        per_tile = self.per_tile(structure)
+        return {} if per_tile is None else metric_change(_metrics(self, structure), per_tile)
+
+    def normalisation_change(self, structure: str) -> dict[str, float]:
+        """Per tile minus tiled (same tiles): the part of `per_tile_change` due to per-tile
+        normalisation alone; {} if not measured."""
+        per_tile, tiled = self.per_tile(structure), self.tiled(structure)
+        if per_tile is None or tiled is None:
+            return {}
+        return metric_change(tiled, per_tile)
+
+
+def _find(summary: Sequence[StructureSummary], structure: str) -> ImageMetrics | None:
+    return next((row.metrics for row in summary if row.structure == structure), None)
+
+
+def metric_change(reference: ImageMetrics, other: ImageMetrics) -> dict[str, float]:
+    """`other` minus `reference`, per metric (plain differences, not Delta_Imp percentages)."""
+    return {name: getattr(other, name) - getattr(reference, name) for name in METRIC_NAMES}
+
+
+def is_plane_model(spec: ModelSpec) -> bool:
+    """One TL plane in, one fluorescence plane out (patch depth 1, r = 1, topology 2d): a model
+    that 2D-only software such as QuPath runs, tile by tile."""
+    return spec.patch[0] == 1 and spec.ratio == 1 and spec.topology == "2d"
+
+
+def check_tile(tile: int) -> int:
+    """`tile` if a network accepts it as y/x size (a positive multiple of 16), else a user error."""
+    if tile < XY_MULTIPLE or tile % XY_MULTIPLE:
+        raise UserInputError(
+            f"tile {tile} must be a positive multiple of {XY_MULTIPLE} (the network halves y and "
+            f"x four times); QuPath's default is {QUPATH_TILE}"
+        )
+    return tile
+
+
+def tile_window(spec: ModelSpec, sparse_shape: tuple[int, ...], tile: int) -> tuple[int, int, int]:
+    """The window (target voxels) of a consumer tiling y/x at `tile` pixels: the patch depth, and
+    `tile` clipped to the volume (down to a multiple of 16, so that no padding enters a tile's
+    statistics; a volume thinner than 16 voxels is reflect-padded)."""
+    check_tile(tile)
+
+    def fit(size: int) -> int:
+        return max(XY_MULTIPLE, min(tile, size - size % XY_MULTIPLE))
+
+    return spec.patch[0], fit(sparse_shape[1]), fit(sparse_shape[2])
 
 
 def _require_rows(rows: Sequence[ManifestRow], settings: DataSettings, split: str) -> None:
@@ -89,21 +183,57 @@ def evaluate_predictor(
     model_id: str,
     split: str,
     progress: bool = False,
+    per_tile: Predictor | None = None,
+    tiled: Predictor | None = None,
 ) -> EvaluationResult:
-    """Score `predictor` on every row: dense TL -> sparse (phase 0) -> prediction vs target."""
+    """Score `predictor` on every row: dense TL -> sparse (phase 0) -> prediction vs target.
+
+    `per_tile` and `tiled`, the same model predicting as QuPath does (see `evaluate_model`), are
+    scored on the same volumes into `ImageResult.per_tile` / `.tiled` and their summaries.
+    """
     _require_rows(rows, settings, split)
     images = []
     with progress_bar(progress, len(rows), f"evaluating {model_id}") as advance:
         for row in rows:
             pair = load_pair(row, settings)
             sparse = np.ascontiguousarray(subsample(pair.signal, ratio, 0))
-            prediction = predictor(sparse)[: pair.target.shape[0]]
-            images.append(
-                ImageResult(row.structure, row.name, image_metrics(prediction, pair.target))
-            )
+            metrics = _score(predictor, sparse, pair.target)
+            extra = [
+                None if f is None else _score(f, sparse, pair.target) for f in (per_tile, tiled)
+            ]
+            images.append(ImageResult(row.structure, row.name, metrics, *extra))
             advance()
+    return _result(model_id, split, images)
+
+
+def _score(predictor: Predictor, sparse: np.ndarray, target: np.ndarray) -> ImageMetrics:
+    """Metrics of the prediction, cut to the target's depth (the sparse grid may round it up)."""
+    return image_metrics(predictor(sparse)[: target.shape[0]], target)
+
+
+def _summary_of(images: Sequence[ImageResult], attribute: str) -> tuple[StructureSummary, ...]:
+    """Summary of one optional metric set of every image; () unless every image has it."""
+    pairs = [(image.structure, getattr(image, attribute)) for image in images]
+    if not pairs or any(metrics is None for _, metrics in pairs):
+        return ()
+    return tuple(summarize(pairs))
+
+
+def _result(
+    model_id: str, split: str, images: Sequence[ImageResult], tile: int | None = None
+) -> EvaluationResult:
+    """Summaries of `images`, with the per-tile ones when every image has them."""
     summary = summarize((image.structure, image.metrics) for image in images)
-    return EvaluationResult(model_id, split, tuple(images), tuple(summary))
+    per_tile_summary = _summary_of(images, "per_tile")
+    return EvaluationResult(
+        model_id,
+        split,
+        tuple(images),
+        tuple(summary),
+        per_tile_summary=per_tile_summary,
+        tiled_summary=_summary_of(images, "tiled"),
+        tile=tile if per_tile_summary else None,
+    )
 
 
 def evaluate_model(
@@ -115,13 +245,24 @@ def evaluate_model(
     batch_size: int = 4,
     device: str | None = None,
     progress: bool = False,
+    per_tile: bool | None = None,
+    tile: int = QUPATH_TILE,
 ) -> EvaluationResult:
     """Score a trained network on one split of `settings.manifest` with the sliding window.
 
     `settings.structures` chooses the structures; None means the ones the model was trained on
     (its organelle when the checkpoint lists none). A multi-task network predicts each structure
     with that structure's task.
+
+    `per_tile` (None: for plane models only) also scores every volume predicted as QuPath does:
+    abutting windows of `tile` y/x pixels (see `tile_window`) without blending, each z-scored on
+    its own; and, to separate the normalisation from the tiling, the same windows with the volume
+    z-scored once (`tiled`).
     """
+    if per_tile is None:
+        per_tile = is_plane_model(trained.spec)
+    if per_tile:
+        check_tile(tile)
     if settings.structures is None:
         structures = trained.structures or (trained.spec.organelle,)
         settings = settings.model_copy(update={"structures": tuple(structures)})
@@ -141,6 +282,20 @@ def evaluate_model(
                 device=device,
             )
 
+        def qupath(
+            sparse: np.ndarray, model: TrainedModel = model, normalise_windows: bool = True
+        ) -> np.ndarray:
+            return predict_volume(
+                model.net,
+                model.spec,
+                sparse,
+                overlap=TILE_OVERLAP,
+                batch_size=batch_size,
+                window=tile_window(model.spec, sparse.shape, tile),
+                device=device,
+                normalise_windows=normalise_windows,
+            )
+
         result = evaluate_predictor(
             predictor,
             [row for row in rows if row.structure == structure],
@@ -149,10 +304,11 @@ def evaluate_model(
             model_id=trained.spec.model_id,
             split=split,
             progress=progress,
+            per_tile=qupath if per_tile else None,
+            tiled=partial(qupath, normalise_windows=False) if per_tile else None,
         )
         images.extend(result.images)
-    summary = summarize((image.structure, image.metrics) for image in images)
-    return EvaluationResult(trained.spec.model_id, split, tuple(images), tuple(summary))
+    return _result(trained.spec.model_id, split, images, tile)
 
 
 # ---- baselines and Delta_Imp ---------------------------------------------------------------
@@ -209,7 +365,7 @@ def compare(result: EvaluationResult, baseline: Mapping[str, ImageMetrics]) -> E
             f"the baseline has none of the structures {structures} (nor an All row); "
             "compare against results of the same structures"
         )
-    return EvaluationResult(result.model_id, result.split, result.images, result.summary, deltas)
+    return replace(result, deltas=deltas)
 
 
 def _metrics(result: EvaluationResult, structure: str) -> ImageMetrics:
@@ -219,12 +375,37 @@ def _metrics(result: EvaluationResult, structure: str) -> ImageMetrics:
 # ---- output --------------------------------------------------------------------------------
 
 
+def _per_tile_columns(
+    tile: int | None,
+    metrics: ImageMetrics,
+    per_tile: ImageMetrics | None,
+    tiled: ImageMetrics | None,
+) -> dict[str, float | int]:
+    """The per-tile columns of one CSV row ({} when not measured); see `write_results`."""
+    if per_tile is None:
+        return {}
+    record: dict[str, float | int] = {"per_tile_size": tile if tile is not None else math.nan}
+    record |= {f"per_tile_{m}": getattr(per_tile, m) for m in METRIC_NAMES}
+    record |= {f"per_tile_diff_{m}": d for m, d in metric_change(metrics, per_tile).items()}
+    if tiled is not None:
+        record |= {f"tiled_{m}": getattr(tiled, m) for m in METRIC_NAMES}
+        record |= {f"per_tile_norm_diff_{m}": d for m, d in metric_change(tiled, per_tile).items()}
+    return record
+
+
 def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
-    """Write per_image.csv and summary.csv (with delta_* columns when compared), atomically."""
+    """Write per_image.csv and summary.csv, atomically.
+
+    With delta_* columns (Delta_Imp in %) when compared with a baseline. When scored as QuPath
+    predicts: per_tile_size (tile in pixels), per_tile_* (QuPath's tiles each z-scored on its
+    own), per_tile_diff_* (per tile minus the normal metrics), tiled_* (the same tiles, the volume
+    z-scored once) and per_tile_norm_diff_* (per tile minus tiled: the normalisation alone).
+    """
     out_dir = Path(out_dir)
     per_image = [
         {"model": result.model_id, "split": result.split, "structure": i.structure, "image": i.name}
         | i.metrics.as_dict()
+        | _per_tile_columns(result.tile, i.metrics, i.per_tile, i.tiled)
         for i in result.images
     ]
     summary = []
@@ -238,6 +419,12 @@ def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
         if result.deltas:
             delta = result.deltas.get(row.structure, {})
             record |= {f"delta_{m}": delta.get(m, math.nan) for m in METRIC_NAMES}
+        record |= _per_tile_columns(
+            result.tile,
+            row.metrics,
+            result.per_tile(row.structure),
+            result.tiled(row.structure),
+        )
         summary.append(record)
     paths = (out_dir / PER_IMAGE_CSV, out_dir / SUMMARY_CSV)
     for path, records in zip(paths, (per_image, summary), strict=True):
@@ -246,10 +433,14 @@ def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
 
 
 def results_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
-    """A rich table of the per-structure summary (Delta_Imp columns when compared)."""
+    """A rich table of the per-structure summary (Delta_Imp columns when compared; R² per tile
+    and its change when scored as QuPath predicts, with the caption saying how much of that
+    change the per-tile normalisation alone causes)."""
     from rich.table import Table
 
-    table = Table(title=f"{result.model_id} on the {result.split} split")
+    table = Table(
+        title=f"{result.model_id} on the {result.split} split", caption=_per_tile_caption(result)
+    )
     table.add_column("structure")
     table.add_column("images", justify="right")
     for name in METRIC_NAMES:
@@ -257,14 +448,42 @@ def results_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
     if result.deltas:
         for name in METRIC_NAMES:
             table.add_column(f"Δ {_LABELS[name]} %", justify="right")
+    if result.per_tile_summary:
+        for name in _PER_TILE_SHOWN:
+            table.add_column(f"{_LABELS[name]} per tile (Δ)", justify="right", no_wrap=True)
     for index, row in enumerate(result.summary):
         cells = [row.structure, str(row.n_images)]
         cells += [f"{getattr(row.metrics, m):.4f}" for m in METRIC_NAMES]
         if result.deltas:
             delta = result.deltas.get(row.structure, {})
             cells += [f"{delta.get(m, math.nan):+.2f}" for m in METRIC_NAMES]
+        if result.per_tile_summary:
+            tiled = result.per_tile(row.structure)
+            change = result.per_tile_change(row.structure)
+            for name in _PER_TILE_SHOWN:
+                value = getattr(tiled, name) if tiled is not None else math.nan
+                cells.append(f"{value:.4f} ({change.get(name, math.nan):+.4f})")
         table.add_row(*cells, end_section=index == len(result.summary) - 2)
     return table
 
 
+def _per_tile_caption(result: EvaluationResult) -> str | None:
+    if not result.per_tile_summary:
+        return None
+    caption = (
+        f"R² per tile: predicted as QuPath does, in {result.tile}×{result.tile} tiles (at most) "
+        f"each z-scored on its own; Δ = per tile − per image (the volume z-scored once, as in "
+        f"training, and the blended sliding window)."
+    )
+    tiled, norm = result.tiled(ALL), result.normalisation_change(ALL)
+    if tiled is not None and norm:
+        caption += (
+            f" Of the Δ of All, {norm['r2']:+.4f} is the per-tile normalisation alone (the same "
+            f"tiles with the volume z-scored: R² {tiled.r2:.4f}); the rest is the tiling."
+        )
+    return caption
+
+
 _LABELS = {"mse": "MSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r"}
+#: Per-tile metrics the table shows (the CSVs have all of them; the table must fit 80 columns).
+_PER_TILE_SHOWN = ("r2",)

@@ -18,6 +18,8 @@ import numpy as np
 #: Metric names in table order, and whether a larger value is better.
 HIGHER_IS_BETTER: dict[str, bool] = {"mse": False, "mae": False, "r2": True, "pearson": True}
 METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+#: How tables, reports and model cards name each metric.
+METRIC_LABELS: dict[str, str] = {"mse": "MSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r"}
 #: The structure label of the mean over structures.
 ALL = "All"
 

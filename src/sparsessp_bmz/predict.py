@@ -9,6 +9,12 @@ starting at r times the first one, so a window never straddles the sparse grid.
 
 Memory stays bounded by the output: one float32 sum and one float32 weight array of the output
 size, plus one batch of windows; windows are generated, never listed.
+
+Normalisation: networks are trained on volumes z-scored as a whole, and `predict_volume` expects
+its input normalised that way. Software that tiles an image and runs bioimage.io preprocessing
+per tile (QuPath applies `zero_mean_unit_variance` to every tile it feeds the model) z-scores
+each window on its own instead; `normalise_windows=True` reproduces that, so evaluation can show
+what it costs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from sparsessp_bmz.spec import ModelSpec
 
 #: Gaussian sigma as a fraction of the window size, per axis.
 SIGMA_FRACTION = 1 / 8
+#: eps of bioimage.io's `zero_mean_unit_variance`, (x - mean) / (std + eps): the default, which
+#: the packages keep.
+ZMUV_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,18 @@ def resolve_window(spec: ModelSpec, window: tuple[int, int, int] | None) -> tupl
     return input_window
 
 
+def zscore_window(window: np.ndarray, eps: float = ZMUV_EPS) -> np.ndarray:
+    """`window` z-scored on its own statistics, as bioimage.io's per-sample
+    `zero_mean_unit_variance` does: (x - mean) / (std + eps), float32 (statistics in float64).
+
+    A z-score of a z-score is the z-score (up to eps), so applying this to a window of a volume
+    that was already z-scored as a whole gives what a consumer computes from the raw tile.
+    """
+    mean = float(window.mean(dtype=np.float64))
+    std = float(window.std(dtype=np.float64))
+    return ((window - mean) / (std + eps)).astype(np.float32)
+
+
 def _net_device(net: nn.Module) -> torch.device:
     for parameter in net.parameters():
         return parameter.device
@@ -121,6 +142,7 @@ def predict_volume(
     window: tuple[int, int, int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    normalise_windows: bool = False,
 ) -> np.ndarray:
     """Predict the dense (r * D_sparse, H, W) float32 volume from a sparse (D_sparse, H, W) stack.
 
@@ -128,6 +150,8 @@ def predict_volume(
     is in target voxels and defaults to `spec.patch`; fixed-depth topologies accept only the patch
     depth. Volumes smaller than a window are reflect-padded and cropped back. `device` None means
     wherever the network's parameters are; otherwise the network is moved there.
+    `normalise_windows` z-scores each window's input on its own (see `zscore_window`), as a
+    consumer that normalises per tile does, instead of using the volume's normalisation as is.
     """
     volume = np.asarray(sparse_zyx, dtype=np.float32)
     if volume.ndim != 3 or min(volume.shape) < 1:
@@ -177,7 +201,8 @@ def predict_volume(
         try:
             pending: list[tuple[int, int, int]] = []
             for z, y, x in plan:
-                batch[len(pending), 0] = volume[z : z + dz, y : y + dy, x : x + dx]
+                tile = volume[z : z + dz, y : y + dy, x : x + dx]
+                batch[len(pending), 0] = zscore_window(tile) if normalise_windows else tile
                 pending.append((z, y, x))
                 if len(pending) == batch_size:
                     flush(pending)

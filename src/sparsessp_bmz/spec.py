@@ -1,52 +1,66 @@
 """The validated description of one SparseSSP model.
 
 Everything that shapes a network lives here, so that a checkpoint, a package and a training config
-all carry the same small object and `build_net(spec)` can rebuild the exact network from it. The
-geometry rules (which depths and sizes a network accepts) are derived here too, once, because the
-network builder, the sliding-window predictor and the bioimage.io export all depend on them.
+all carry the same small object and `build_net(spec)` can rebuild the exact network from it.
+
+The geometry rules (which depths and sizes a network accepts, which combinations are impossible)
+are not written here but in `sparsessp_bmz.nets.geometry`, which needs only the standard library:
+a bioimage.io package rebuilds its network from a shipped copy of the nets modules, without this
+project or pydantic, and must derive exactly the same geometry. `ModelSpec` adds what pydantic is
+good at on top of that mixin: field validation, defaults with descriptions, and JSON round trips.
+The names below are re-exported so that `sparsessp_bmz.spec` stays the one place to import from.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Topology = Literal["3d", "2d", "2to3d", "3to2d"]
-Interpolation = Literal["prefix", "postfix", "none"]
-Projection = Literal["3d", "2d"]
-Embedding = Literal["none", "dodnet", "repmode", "tsns"]
-SparsityRatio = Literal[1, 2, 4, 8]
+from sparsessp_bmz.nets.geometry import (
+    EMBEDDINGS,
+    INTERPOLATIONS,
+    NUM_LEVELS,
+    PAPER_ENCODER_CHANNELS,
+    PROJECTIONS,
+    SPARSITY_RATIOS,
+    TOPOLOGIES,
+    XY_MULTIPLE,
+    Embedding,
+    GeometryMixin,
+    Interpolation,
+    NetGeometry,
+    Projection,
+    SparsityRatio,
+    Topology,
+)
 
-TOPOLOGIES: tuple[Topology, ...] = ("3d", "2d", "2to3d", "3to2d")
-INTERPOLATIONS: tuple[Interpolation, ...] = ("prefix", "postfix", "none")
-PROJECTIONS: tuple[Projection, ...] = ("3d", "2d")
-EMBEDDINGS: tuple[Embedding, ...] = ("none", "dodnet", "repmode", "tsns")
-SPARSITY_RATIOS: tuple[int, ...] = (1, 2, 4, 8)
-
-#: Paper encoder channels (RepMode's layout); the last level is the bottleneck.
-PAPER_ENCODER_CHANNELS: tuple[int, ...] = (32, 64, 128, 256, 256)
-NUM_LEVELS = len(PAPER_ENCODER_CHANNELS)
-#: Every level but the first halves y and x, so y and x must be multiples of this.
-XY_MULTIPLE = 2 ** (NUM_LEVELS - 1)
-
-_TWO_D_DECODERS = ("2d", "3to2d")
-_TWO_D_ENCODERS = ("2d", "2to3d")
-_HYBRIDS = ("2to3d", "3to2d")
-
-
-def _two_adic_valuation(n: int) -> int:
-    """How many times n can be halved exactly (n >= 1)."""
-    return (n & -n).bit_length() - 1
+__all__ = [
+    "EMBEDDINGS",
+    "INTERPOLATIONS",
+    "NUM_LEVELS",
+    "PAPER_ENCODER_CHANNELS",
+    "PROJECTIONS",
+    "SPARSITY_RATIOS",
+    "TOPOLOGIES",
+    "XY_MULTIPLE",
+    "Embedding",
+    "GeometryMixin",
+    "Interpolation",
+    "ModelSpec",
+    "NetGeometry",
+    "Projection",
+    "SparsityRatio",
+    "Topology",
+]
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(GeometryMixin, BaseModel):
     """One SparseSSP network: which structure, how sparse, which topology, how wide.
 
     `patch` is the training patch in *target* voxels (D, H, W); the network input has D/r slices.
     Topologies that fold depth into channels (2d, 2to3d, 3to2d) are tied to that depth; the pure 3D
-    network accepts any depth its z downsampling allows. y and x are free multiples of 16.
+    network accepts any depth its z downsampling allows. y and x are free multiples of 16. The
+    derived geometry (`encoder_channels`, `level_depths`, `check_input_shape`, `model_id`, ...)
+    comes from `GeometryMixin`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,178 +95,13 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_geometry(self) -> ModelSpec:
-        depth, height, width = self.patch
-        if depth % self.ratio:
-            raise ValueError(
-                f"patch depth {depth} is not divisible by the sparsity ratio r={self.ratio}: the "
-                f"sparse input would not have a whole number of slices; use a multiple of "
-                f"{self.ratio}"
-            )
-        if height % XY_MULTIPLE or width % XY_MULTIPLE:
-            raise ValueError(
-                f"patch y/x sizes {height}x{width} must be multiples of {XY_MULTIPLE} "
-                f"(the network halves y and x {NUM_LEVELS - 1} times)"
-            )
-        if self.interpolation == "none" and self.topology not in _TWO_D_DECODERS:
-            raise ValueError(
-                f"interpolation 'none' needs a 2D decoder whose head emits the D output slices as "
-                f"channels; topology '{self.topology}' decodes in 3D: use 'prefix' or 'postfix', "
-                f"or topology '2d'/'3to2d'"
-            )
-        if self.projection == "2d" and self.topology not in _HYBRIDS:
-            raise ValueError(
-                f"projection only applies to the hybrid topologies {_HYBRIDS}, which transform "
-                f"between 3D and 2D features; topology '{self.topology}' has no such transform: "
-                f"leave projection at its default '3d'"
-            )
-        self._check_folding()
-        self._check_tasks()
+        self.check_description()
         return self
-
-    def _check_tasks(self) -> None:
-        if self.embedding == "none":
-            if self.tasks:
-                raise ValueError(
-                    "tasks are only used by a multi-task embedding (dodnet, repmode, tsns); "
-                    "with embedding 'none' leave tasks empty"
-                )
-            return
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(
-                f"embedding '{self.embedding}' needs tasks: the distinct structures it learns, "
-                f"got {list(self.tasks)}"
-            )
-        if self.organelle not in self.tasks:
-            raise ValueError(
-                f"organelle '{self.organelle}' must be one of the tasks {list(self.tasks)}"
-            )
-
-    def _check_folding(self) -> None:
-        if self.topology not in _HYBRIDS:
-            return
-        depths = self.level_depths
-        splits_units = self.projection == "3d" or self.topology == "2to3d"
-        if splits_units and any(self.units % d for d in depths):
-            raise ValueError(
-                f"{self.topology} with projection '{self.projection}' splits U={self.units} "
-                f"channels into U/D_k channels at each level depth D_k, so U must be divisible by "
-                f"every level depth {depths}; choose U as a multiple of {math.lcm(*depths)} or use "
-                f"a power-of-two patch depth"
-            )
-        if self.topology == "2to3d" and self.projection == "3d":
-            channels = self.encoder_channels
-            bad = [(c, d) for c, d in zip(channels, depths, strict=True) if c % d]
-            if bad:
-                raise ValueError(
-                    f"2to3d with projection '3d' unfolds each 2D level's C_k channels into depth "
-                    f"D_k, so C_k must be divisible by D_k; (C_k, D_k) pairs {bad} are not. Raise "
-                    f"width, reduce the patch depth, or use projection '2d'"
-                )
-
-    @property
-    def num_tasks(self) -> int:
-        """Number of structures a multi-task network learns (0 for single-task)."""
-        return len(self.tasks)
-
-    @property
-    def task_index(self) -> int:
-        """Index of `organelle` among the tasks (0 for single-task networks)."""
-        return self.tasks.index(self.organelle) if self.tasks else 0
 
     def for_task(self, organelle: str) -> ModelSpec:
         """The same network described as predicting `organelle` (one of the tasks)."""
         return ModelSpec(**{**self.model_dump(), "organelle": organelle})
 
-    # ---- derived geometry -------------------------------------------------------------------
-
-    @property
-    def encoder_channels(self) -> tuple[int, ...]:
-        """Channels per level (paper channels times `width`, at least one)."""
-        return tuple(max(1, round(c * self.width)) for c in PAPER_ENCODER_CHANNELS)
-
-    @property
-    def input_patch(self) -> tuple[int, int, int]:
-        """The sparse TL patch (D/r, H, W) that goes with `patch`."""
-        depth, height, width = self.patch
-        return depth // self.ratio, height, width
-
-    @property
-    def grid_depth(self) -> int:
-        """Depth of the grid the network's 3D layers work at (dense after prefix upsampling)."""
-        return self.patch[0] if self.interpolation == "prefix" else self.patch[0] // self.ratio
-
-    @property
-    def z_pools(self) -> tuple[bool, ...]:
-        """For each of the 4 downsamplings, whether it also halves z.
-
-        z is halved as often as the grid depth allows, up to 4 times; a shallow grid (sparse input
-        at high r) keeps its few slices at the high-resolution levels and pools z only late.
-        """
-        steps = NUM_LEVELS - 1
-        pooled = min(steps, _two_adic_valuation(self.grid_depth))
-        return tuple(step >= steps - pooled for step in range(steps))
-
-    @property
-    def z_factor(self) -> int:
-        """Total z downsampling of the 3D part of the network."""
-        return 2 ** sum(self.z_pools)
-
-    @property
-    def level_depths(self) -> tuple[int, ...]:
-        """Depth D_k of the 3D features at each level for the training patch."""
-        depths = [self.grid_depth]
-        for pool in self.z_pools:
-            depths.append(depths[-1] // 2 if pool else depths[-1])
-        return tuple(depths)
-
-    @property
-    def fixed_depth(self) -> bool:
-        """Whether the network only accepts the patch depth (depth folded into channels)."""
-        return self.topology != "3d"
-
-    @property
-    def input_depth_step(self) -> int:
-        """Granularity of allowed sparse input depths for the 3D topology (0 when fixed)."""
-        if self.fixed_depth:
-            return 0
-        if self.interpolation == "prefix":
-            return max(1, self.z_factor // self.ratio)
-        return self.z_factor
-
-    def check_input_shape(self, depth: int, height: int, width: int) -> None:
-        """Raise ValueError saying why, when the network cannot take a sparse input this size."""
-        if self.fixed_depth and depth != self.input_patch[0]:
-            raise ValueError(
-                f"topology '{self.topology}' folds depth into channels and needs exactly "
-                f"{self.input_patch[0]} input slices, got {depth}"
-            )
-        if not self.fixed_depth and (depth < 1 or depth % self.input_depth_step):
-            raise ValueError(
-                f"input depth {depth} must be a positive multiple of {self.input_depth_step}"
-            )
-        if (
-            height < XY_MULTIPLE
-            or width < XY_MULTIPLE
-            or height % XY_MULTIPLE
-            or width % XY_MULTIPLE
-        ):
-            raise ValueError(
-                f"input y/x {height}x{width} must be positive multiples of {XY_MULTIPLE}"
-            )
-
-    @property
-    def model_id(self) -> str:
-        """Stable, human-readable identifier, e.g. `sparsessp-dna-r4-3to2d`.
-
-        Non-default interpolation/projection/embedding are appended so distinct models never share
-        an id.
-        """
-        parts = ["sparsessp", self.organelle.lower().replace("_", "-"), f"r{self.ratio}"]
-        parts.append(self.topology)
-        if self.interpolation != "prefix":
-            parts.append(self.interpolation)
-        if self.projection != "3d":
-            parts.append(f"proj{self.projection}")
-        if self.embedding != "none":
-            parts.append(self.embedding)
-        return "-".join(parts)
+    def net_geometry(self) -> NetGeometry:
+        """The same description as the plain dataclass a shipped package builds from."""
+        return NetGeometry(**self.model_dump())

@@ -1,12 +1,15 @@
 """`packages/index.json` and `packages/index.md`: every placed package at a glance.
 
 Rebuilt from what is on disk (each package's rdf.yaml and its validation report) on every
-export, so the index can never disagree with the packages it lists.
+export, so the index can never disagree with the packages it lists. A folder whose rdf.yaml cannot
+be read as a mapping is someone else's (or a broken copy): it is left out with a warning, never
+fatal to the export that rebuilds the index.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,17 @@ def collect(out_dir: Path) -> list[dict[str, Any]]:
     for rdf_path in sorted(out_dir.glob("*/rdf.yaml")):
         if rdf_path.parent.name.startswith("."):
             continue
-        rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
+        try:
+            rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            rdf = f"unreadable ({type(err).__name__})"
+        if not isinstance(rdf, dict):
+            message = f"{rdf_path} is not a package description; left out of the index"
+            warnings.warn(message, stacklevel=2)
+            continue
         ours = (rdf.get("config") or {}).get("sparsessp") or {}
         spec = ours.get("spec") or {}
-        model_id = str(rdf.get("id") or rdf_path.parent.name)
+        model_id = str(ours.get("package_id") or rdf.get("id") or rdf_path.parent.name)
         zip_path = out_dir / f"{model_id}.zip"
         entries.append(
             {
@@ -42,7 +52,8 @@ def collect(out_dir: Path) -> list[dict[str, Any]]:
                 "organelle": spec.get("organelle"),
                 "ratio": spec.get("ratio"),
                 "topology": spec.get("topology"),
-                "metrics": ours.get("metrics") or {},
+                "variant": ours.get("variant", "standard"),
+                "metrics": ours.get("test_metrics") or {},
                 "validation": _status(out_dir, model_id),
                 "folder": rdf_path.parent.name,
                 "zip": zip_path.name if zip_path.is_file() else None,
@@ -53,12 +64,13 @@ def collect(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def _markdown(entries: list[dict[str, Any]]) -> str:
-    header = ["id", "organelle", "r", "topology", "metrics", "validation", "zip"]
+    header = ["id", "organelle", "r", "topology", "variant", "test metrics", "validation", "zip"]
     lines = ["# SparseSSP packages", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * len(header))
     for e in entries:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in e["metrics"].items())
-        row = [e["id"], e["organelle"], e["ratio"], e["topology"], metrics, e["validation"]]
+        row = [e["id"], e["organelle"], e["ratio"], e["topology"], e["variant"], metrics]
+        row.append(e["validation"])
         row.append(e["zip"] or "")
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
     if not entries:

@@ -1,4 +1,4 @@
-"""Export: a trained model -> a validated package folder and zip under `packages/`.
+"""Export: one package (model x variant) -> a validated package folder and zip under `packages/`.
 
 Everything is built in a hidden temporary folder next to the destination, zipped, validated with
 bioimageio.core and the deepImageJ checks, and only then renamed into place; a package that fails
@@ -16,14 +16,19 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
-from sparsessp_bmz.bmz import card, covers, rdf, testdata, weights
+from sparsessp_bmz.bmz import axes, card, covers, rdf, testdata, weights
+from sparsessp_bmz.bmz.checks import FileReader
+from sparsessp_bmz.bmz.facts import DisplayScale, PackageFacts, package_facts, read_template
+from sparsessp_bmz.bmz.metadata import PublisherMetadata
+from sparsessp_bmz.bmz.netsource import write_network_source
 from sparsessp_bmz.bmz.validate import PackageReport, validate_package, write_reports
+from sparsessp_bmz.bmz.variants import DISPLAY_SCALED, package_id
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.nets.variants import Variant, wrap_variant
 from sparsessp_bmz.trained import TrainedModel
 
 #: rdf_templates/ of the repository, installed as the package sparsessp_bmz.rdf_templates.
@@ -51,65 +56,22 @@ class ExportTiming:
     validate_s: float
 
 
-def _training_details(trained: TrainedModel) -> dict[str, Any]:
-    t = trained.training
-    details: dict[str, Any] = {
-        "training_preprocessing": (
-            "z-score per volume; random crops on the sparse global grid (phase 0); z/y/x flips"
-        ),
-        "loss_function": str(t.get("loss", "MSE")),
-    }
-    for ours, theirs in (
-        ("epoch", "training_epochs"),
-        ("batch_size", "training_batch_size"),
-        ("lr", "initial_learning_rate"),
-    ):
-        if isinstance(t.get(ours), int | float):
-            details[theirs] = float(t[ours])
-    return details
-
-
-def _sparsessp_config(trained: TrainedModel, tensors: testdata.TestTensors) -> dict[str, Any]:
-    from sparsessp_bmz import __version__
-
-    spec = trained.spec
-    vz, vy, vx = trained.voxel_size_um
-    return {
-        "spec": rdf.spec_fields(spec),
-        "model_id": spec.model_id,
-        "voxel_size_um": {
-            "input": [vz * spec.ratio, vy, vx],
-            "output": [vz, vy, vx],
-        },
-        "structures": list(trained.structures or (spec.organelle,)),
-        "manifest": trained.manifest.name if trained.manifest is not None else None,
-        "metrics": {k: float(v) for k, v in sorted(trained.metrics.items())},
-        "training": dict(sorted(trained.training.items())),
-        "test_tensors": tensors.source,
-        "sparsessp_bmz_version": __version__,
-    }
-
-
-def _environment(folder: Path) -> None:
-    import torch
-
-    torch_version = torch.__version__.split("+")[0]
+def write_environment(folder: Path, facts: PackageFacts) -> Path:
+    """The state dict's dependencies: only what the shipped network source imports (torch)."""
     content = {
-        "name": "sparsessp-bmz",
+        "name": facts.package_id,
         "channels": ["conda-forge", "nodefaults"],
-        "dependencies": [
-            "python>=3.10",
-            "pip",
-            {"pip": [f"torch=={torch_version}", "sparsessp-bmz"]},
-        ],
+        "dependencies": ["python>=3.10", "pip", {"pip": [f"torch=={facts.torch_version}"]}],
     }
-    (folder / rdf.PackageFiles().environment).write_text(yaml.safe_dump(content, sort_keys=False))
+    path = folder / facts.files.environment
+    path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+    return path
 
 
-def _write_tiff(path: Path, volume: np.ndarray) -> None:
+def _write_tiff(path: Path, image: np.ndarray) -> None:
     import tifffile
 
-    tifffile.imwrite(path, volume.astype(np.float32), metadata=None, software=False)
+    tifffile.imwrite(path, image.astype(np.float32), metadata=None, software=False)
 
 
 def zip_folder(folder: Path, destination: Path) -> Path:
@@ -124,58 +86,76 @@ def zip_folder(folder: Path, destination: Path) -> Path:
     return destination
 
 
+def _folder_reader(folder: Path) -> FileReader:
+    return lambda name: (folder / name).read_bytes()
+
+
 def build_folder(
-    trained: TrainedModel, folder: Path, tensors: testdata.TestTensors, templates: Path
-) -> None:
-    """Write every file of the package into `folder` (which exists and is empty)."""
+    trained: TrainedModel,
+    variant: Variant,
+    folder: Path,
+    tensors: testdata.TestTensors,
+    *,
+    metadata: PublisherMetadata | None = None,
+    templates: Path = TEMPLATES_DIR,
+) -> PackageFacts:
+    """Write every file of one package of a single-structure model into the empty `folder`."""
+    from sparsessp_bmz.bmz.consumers import static_verdicts
+
     spec = trained.spec
-    files = rdf.PackageFiles()
     spec.check_input_shape(*tensors.sparse.shape)
-    prediction = testdata.predict(trained.net, tensors.sparse)
-    np.save(folder / files.test_input, tensors.sparse[None, None])
-    np.save(folder / files.test_output, prediction[None, None])
-    _write_tiff(folder / files.sample_input, tensors.sparse)
-    _write_tiff(folder / files.sample_output, prediction)
-    state = weights.write_state_dict(trained.net, folder)
-    example = tensors.sparse[None, None]
-    weights.write_torchscript(state, rdf.spec_fields(spec), example, folder)
-    weights.write_onnx(trained.net, example, folder, dynamic_z=not spec.fixed_depth)
-    _environment(folder)
-    covers.write_cover(folder / files.cover, tensors.sparse, prediction, tensors.target)
-    template = yaml.safe_load((templates / "rdf_fields.yaml").read_text(encoding="utf-8"))
-    values = {
-        "organelle": spec.organelle,
-        "ratio": spec.ratio,
-        "topology": spec.topology,
-        "model_id": spec.model_id,
-    }
-    filled = rdf.fill(template, values)
-    tolerance = rdf.Tolerance()
-    text = card.render_card(
-        (templates / "model_card.md").read_text(encoding="utf-8"),
+    net = wrap_variant(trained.net, variant).eval()
+    image = testdata.variant_input(tensors, spec, variant)
+    raw_prediction = testdata.predict(net, image)
+    display = DisplayScale.of(raw_prediction) if variant in DISPLAY_SCALED else None
+    prediction = raw_prediction if display is None else display.apply(raw_prediction)
+    facts = package_facts(
         trained,
-        name=filled["name"],
-        description=" ".join(filled["description"].split()),
-        citations=filled["cite"],
-        tolerance=tolerance,
+        variant,
+        template=read_template(templates),
+        metadata=metadata,
         test_source=tensors.source,
+        display=display,
     )
-    (folder / files.documentation).write_text(text, encoding="utf-8")
-    descr = rdf.build_description(
-        trained,
-        folder,
-        template,
-        sparsessp_config=_sparsessp_config(trained, tensors),
-        training_details=_training_details(trained),
-        files=files,
-        tolerance=tolerance,
+    files = facts.files
+    np.save(folder / files.test_input, image[None, None])
+    np.save(folder / files.test_output, prediction[None, None])
+    # the collection runs deepImageJ on the sample tensors and compares with the test outputs,
+    # so the samples are the same data
+    _write_tiff(folder / files.sample_input, image)
+    _write_tiff(folder / files.sample_output, prediction)
+    source = write_network_source(folder)
+    state = weights.write_state_dict(net, folder)
+    example = image[None, None]
+    weights.write_torchscript(source, facts.architecture_kwargs, state, example, folder)
+    weights.write_onnx(net, example, folder, dynamic_axes=axes.dynamic_axes(spec, variant))
+    write_environment(folder, facts)
+    volume = (lambda a: a) if image.ndim == 3 else (lambda a: a[None])
+    target = None if tensors.target is None else tensors.target
+    if target is not None and variant == "plane":
+        target = target[0]
+    covers.write_cover(
+        folder / files.cover,
+        volume(image),
+        volume(raw_prediction),
+        None if target is None else volume(target),
     )
-    rdf.write_rdf(descr, folder)
+    # the card's consumer table comes from the checks on the RDF itself: build the description
+    # (with a placeholder card, which it must find), run the checks, then write the real card
+    card_path = folder / files.documentation
+    card_path.write_text(f"# {facts.publication.name}\n", encoding="utf-8")
+    content = rdf.dump_rdf(rdf.build_description(facts, folder))
+    verdicts = static_verdicts(content, _folder_reader(folder))
+    template = (templates / "model_card.md").read_text(encoding="utf-8")
+    card_path.write_text(card.render_card(template, facts, verdicts), encoding="utf-8")
+    rdf.write_rdf(content, folder)
+    return facts
 
 
-def _tensors_for(
+def tensors_for(
     trained: TrainedModel, test_input: np.ndarray | None, test_target: np.ndarray | None
 ) -> testdata.TestTensors:
+    """Test tensors from `test_input` (a sparse held-out stack) or the manifest's test split."""
     if test_input is not None:
         return testdata.crop_tensors(
             trained.spec, np.asarray(test_input), test_target, "a held-out volume given to export"
@@ -200,57 +180,80 @@ def _replace(source: Path, destination: Path) -> None:
         source.replace(destination)
 
 
+@dataclass(frozen=True)
+class ExportedPackage:
+    """One placed package, what it states, and how long building and validating took."""
+
+    archive: Path
+    facts: PackageFacts
+    timing: ExportTiming
+
+
+def export_package(
+    trained: TrainedModel,
+    variant: Variant,
+    out_dir: Path,
+    tensors: testdata.TestTensors,
+    *,
+    metadata: PublisherMetadata | None = None,
+    templates: Path = TEMPLATES_DIR,
+) -> ExportedPackage:
+    """Build, validate and place `out_dir/<id>/` and `out_dir/<id>.zip` of one package.
+
+    Raises ExportFailedError (nothing placed, report written) when validation fails.
+    """
+    from sparsessp_bmz.bmz.index import write_index
+
+    if trained.spec.tasks:
+        raise UserInputError(
+            f"{trained.spec.model_id} is a multi-task network ({', '.join(trained.spec.tasks)}); "
+            "a package has no task input: export it with sparsessp_bmz.bmz.export.export, which "
+            "bakes one package per structure, or bake it first with trained.for_task(structure)"
+        )
+    package = package_id(trained.spec, variant)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=out_dir))
+    try:
+        start = time.perf_counter()
+        folder = work / package
+        folder.mkdir()
+        facts = build_folder(
+            trained, variant, folder, tensors, metadata=metadata, templates=templates
+        )
+        archive = zip_folder(folder, work / f"{package}.zip")
+        built = time.perf_counter()
+        report = validate_package(archive)
+        report.source = str(out_dir / f"{package}.zip")
+        validated = time.perf_counter()
+        _, report_md = write_reports([report], out_dir / REPORTS_DIR, stem=package)
+        if not report.passed:
+            raise ExportFailedError(report, report_md)
+        _replace(folder, out_dir / package)
+        _replace(archive, out_dir / f"{package}.zip")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        write_index(out_dir)
+    timing = ExportTiming(built - start, validated - built)
+    return ExportedPackage(out_dir / f"{package}.zip", facts, timing)
+
+
 def export_trained(
     trained: TrainedModel,
     out_dir: Path,
     *,
+    variant: Variant = "standard",
     test_input: np.ndarray | None = None,
     test_target: np.ndarray | None = None,
+    metadata: PublisherMetadata | None = None,
     templates: Path = TEMPLATES_DIR,
 ) -> Path:
-    """Build, validate and place `out_dir/<id>/` and `out_dir/<id>.zip`; return the zip.
+    """Build, validate and place one package of a single-structure model; return its zip.
 
     `test_input` is a sparse (z, y, x) held-out stack (and `test_target` its dense fluorescence);
     without it the test tensors come from the first test volume of the checkpoint's manifest.
-    Raises ExportFailedError (nothing placed, report written) when validation fails.
     """
-    return export_with_timing(
-        trained, out_dir, test_input=test_input, test_target=test_target, templates=templates
-    )[0]
-
-
-def export_with_timing(
-    trained: TrainedModel,
-    out_dir: Path,
-    *,
-    test_input: np.ndarray | None = None,
-    test_target: np.ndarray | None = None,
-    templates: Path = TEMPLATES_DIR,
-) -> tuple[Path, ExportTiming]:
-    """`export_trained`, also saying how long building and validating took."""
-    from sparsessp_bmz.bmz.index import write_index
-
-    model_id = trained.spec.model_id
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = _tensors_for(trained, test_input, test_target)
-    work = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=out_dir))
-    try:
-        start = time.perf_counter()
-        folder = work / model_id
-        folder.mkdir()
-        build_folder(trained, folder, tensors, templates)
-        archive = zip_folder(folder, work / f"{model_id}.zip")
-        built = time.perf_counter()
-        report = validate_package(archive)
-        report.source = str(out_dir / f"{model_id}.zip")
-        validated = time.perf_counter()
-        _, report_md = write_reports([report], out_dir / REPORTS_DIR, stem=model_id)
-        if not report.passed:
-            raise ExportFailedError(report, report_md)
-        _replace(folder, out_dir / model_id)
-        _replace(archive, out_dir / f"{model_id}.zip")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        write_index(out_dir)
-    return out_dir / f"{model_id}.zip", ExportTiming(built - start, validated - built)
+    tensors = tensors_for(trained, test_input, test_target)
+    return export_package(
+        trained, variant, out_dir, tensors, metadata=metadata, templates=templates
+    ).archive

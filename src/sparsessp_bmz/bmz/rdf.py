@@ -10,8 +10,6 @@ taken from the checkpoint, so the same checkpoint always gives the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,119 +18,88 @@ from bioimageio.spec import ValidationContext
 from bioimageio.spec.model import v0_5
 
 from sparsessp_bmz.bmz import axes
+from sparsessp_bmz.bmz.facts import PackageFacts
+from sparsessp_bmz.bmz.netsource import ARCHITECTURE_CALLABLE, SHIPPED_FILE
+from sparsessp_bmz.bmz.offline import accounts_unchecked
 from sparsessp_bmz.bmz.weights import ONNX_FILE, ONNX_OPSET, STATE_DICT_FILE, TORCHSCRIPT_FILE
-from sparsessp_bmz.spec import ModelSpec
-from sparsessp_bmz.trained import TrainedModel
 
 RDF_FILE = "rdf.yaml"
 #: The RDF dialect deepImageJ reads; bioimageio.core upgrades it on load.
 WRITTEN_FORMAT_VERSION = "0.5.10"
-ARCHITECTURE_CALLABLE = "build_net_from_fields"
-ARCHITECTURE_MODULE = "sparsessp_bmz.nets"
-#: Used when a checkpoint does not record when training finished: a constant keeps re-exports
-#: byte-identical (the day the SparseSSP preprint appeared).
-DEFAULT_TIMESTAMP = datetime(2024, 7, 2, tzinfo=timezone.utc)
+TRAINING_PREPROCESSING = (
+    "z-score per volume; random crops on the sparse global grid (phase 0); z/y/x flips"
+)
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """`config.bioimageio.reproducibility_tolerance` of every package.
-
-    Outputs are z-scored intensities of order 1. Eager PyTorch, TorchScript and ONNX Runtime on a
-    CPU agree to about 1e-6; other CPUs and GPUs (TF32 convolutions) differ by up to ~1e-3
-    relative. 1e-3 relative plus 1e-4 absolute is far below what anyone can see (0.01 % of a
-    standard deviation near zero) yet tolerates those back ends; a few outliers per million are
-    allowed for accumulation-order flips at near-zero values.
-    """
-
-    relative: float = 1e-3
-    absolute: float = 1e-4
-    mismatched_per_million: int = 10
+def _input_description(facts: PackageFacts) -> str:
+    if facts.variant == "plane":
+        return "Transmitted-light plane."
+    if facts.variant == "dense":
+        return "Transmitted-light z-stack on the target z grid (uses slices 0, r, 2r, ...)."
+    return "Sparse transmitted-light z-stack (one slice every r target slices)."
 
 
-@dataclass(frozen=True)
-class PackageFiles:
-    """Names (relative to the package root) of the files the RDF points at."""
-
-    documentation: str = "README.md"
-    cover: str = "cover.png"
-    environment: str = "environment.yaml"
-    test_input: str = "test_input.npy"
-    test_output: str = "test_output.npy"
-    sample_input: str = "sample_input.tif"
-    sample_output: str = "sample_output.tif"
-
-
-def spec_fields(spec: ModelSpec) -> dict[str, Any]:
-    """The spec as plain JSON types: the kwargs of `build_net_from_fields`."""
-    return spec.model_dump(mode="json")
-
-
-def fill(template: Any, values: dict[str, Any]) -> Any:
-    """Fill {placeholders} in every string of a nested template."""
-    if isinstance(template, str):
-        return template.format(**values)
-    if isinstance(template, list):
-        return [fill(item, values) for item in template]
-    if isinstance(template, dict):
-        return {key: fill(item, values) for key, item in template.items()}
-    return template
-
-
-def timestamp_of(trained: TrainedModel) -> datetime:
-    """When the checkpoint was saved (so re-exports stay byte-identical); the fixed default for
-    checkpoints that do not record it."""
-    value = trained.training.get("saved_at")
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    return DEFAULT_TIMESTAMP
-
-
-def _tensors(
-    spec: ModelSpec, files: PackageFiles
-) -> tuple[v0_5.InputTensorDescr, v0_5.OutputTensorDescr]:
+def _tensors(facts: PackageFacts) -> tuple[v0_5.InputTensorDescr, v0_5.OutputTensorDescr]:
+    spec, variant, files = facts.spec, facts.variant, facts.files
+    spatial = ("z", "y", "x") if variant != "plane" else ("y", "x")
     preprocessing = [
         v0_5.ZeroMeanUnitVarianceDescr(
             kwargs=v0_5.ZeroMeanUnitVarianceKwargs(
-                axes=[v0_5.AxisId(a) for a in ("channel", "z", "y", "x")]
+                axes=[v0_5.AxisId(a) for a in ("channel", *spatial)]
             )
         )
     ]
+    postprocessing: list[v0_5.PostprocessingDescr] = []
+    what = f"z-scored {spec.organelle} fluorescence"
+    if facts.display is not None:
+        # gain and offset as one-element lists along the channel axis: QuPath's reader takes
+        # only lists (qupath/qupath-bioimageio-spec: tensor/Processing.java); bioimageio.core
+        # and tiktorch read both forms
+        postprocessing.append(
+            v0_5.ScaleLinearDescr(
+                kwargs=v0_5.ScaleLinearAlongAxisKwargs(
+                    axis=v0_5.AxisId("channel"),
+                    gain=[facts.display.gain],
+                    offset=[facts.display.offset],
+                )
+            )
+        )
+        what = (
+            f"{spec.organelle} fluorescence, z-scored then mapped linearly so that "
+            f"[{facts.display.low:.3g}, {facts.display.high:.3g}] becomes [0, 1]"
+        )
     raw = v0_5.InputTensorDescr(
         id=v0_5.TensorId(axes.INPUT_ID),
-        description="Sparse transmitted-light z-stack (one slice every r target slices).",
-        axes=axes.input_axes(spec),
+        description=_input_description(facts),
+        axes=axes.input_axes(spec, variant),
         test_tensor=v0_5.FileDescr(source=Path(files.test_input)),
         sample_tensor=v0_5.FileDescr(source=Path(files.sample_input)),
         preprocessing=preprocessing,
     )
+    grid = "" if variant == "plane" else " on the dense z grid"
     prediction = v0_5.OutputTensorDescr(
         id=v0_5.TensorId(axes.OUTPUT_ID),
-        description=f"Predicted z-scored {spec.organelle} fluorescence on the dense z grid.",
-        axes=axes.output_axes(spec),
+        description=f"Predicted {what}{grid}.",
+        axes=axes.output_axes(spec, variant),
         test_tensor=v0_5.FileDescr(source=Path(files.test_output)),
         sample_tensor=v0_5.FileDescr(source=Path(files.sample_output)),
+        postprocessing=postprocessing,
     )
     return raw, prediction
 
 
-def _weights(spec: ModelSpec, files: PackageFiles) -> v0_5.WeightsDescr:
-    import torch
-
-    torch_version = v0_5.Version(torch.__version__.split("+")[0])
+def _weights(facts: PackageFacts) -> v0_5.WeightsDescr:
+    torch_version = v0_5.Version(facts.torch_version)
     return v0_5.WeightsDescr(
         pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
             source=Path(STATE_DICT_FILE),
-            architecture=v0_5.ArchitectureFromLibraryDescr(
+            architecture=v0_5.ArchitectureFromFileDescr(
+                source=Path(SHIPPED_FILE),
                 callable=v0_5.Identifier(ARCHITECTURE_CALLABLE),
-                import_from=ARCHITECTURE_MODULE,
-                kwargs=spec_fields(spec),
+                kwargs=facts.architecture_kwargs,
             ),
             pytorch_version=torch_version,
-            dependencies=v0_5.FileDescr(source=Path(files.environment)),
+            dependencies=v0_5.FileDescr(source=Path(facts.files.environment)),
         ),
         torchscript=v0_5.TorchscriptWeightsDescr(
             source=Path(TORCHSCRIPT_FILE),
@@ -145,61 +112,132 @@ def _weights(spec: ModelSpec, files: PackageFiles) -> v0_5.WeightsDescr:
     )
 
 
-def build_description(
-    trained: TrainedModel,
-    folder: Path,
-    template: dict[str, Any],
-    *,
-    sparsessp_config: dict[str, Any],
-    training_details: dict[str, Any],
-    files: PackageFiles = PackageFiles(),
-    tolerance: Tolerance = Tolerance(),
-) -> v0_5.ModelDescr:
-    """A checked ModelDescr for the files already written into `folder`."""
-    spec = trained.spec
-    values = {
-        "organelle": spec.organelle,
-        "ratio": spec.ratio,
-        "topology": spec.topology,
-        "model_id": spec.model_id,
+def _training_details(facts: PackageFacts) -> v0_5.TrainingDetails:
+    t = facts.training
+    details: dict[str, Any] = {
+        "training_preprocessing": TRAINING_PREPROCESSING,
+        "loss_function": t.loss,
+        "training_epochs": float(t.epoch),
     }
-    fields = fill(template, values)
-    with ValidationContext(root=folder, perform_io_checks=True, log_warnings=False):
-        raw, prediction = _tensors(spec, files)
+    if t.batch_size is not None:
+        details["training_batch_size"] = float(t.batch_size)
+    if t.lr is not None:
+        details["initial_learning_rate"] = t.lr
+        details["optimizer"] = "Adam"
+    return v0_5.TrainingDetails(**details)
+
+
+def _people(facts: PackageFacts) -> tuple[list[v0_5.Author], list[v0_5.Maintainer]]:
+    def fields(person: Any) -> dict[str, Any]:
+        return {k: v for k, v in person.model_dump().items() if v is not None}
+
+    pub = facts.publication
+    authors = [v0_5.Author(**fields(person)) for person in pub.authors]
+    return authors, [v0_5.Maintainer(**fields(person)) for person in pub.maintainers]
+
+
+def _cite(facts: PackageFacts) -> list[v0_5.CiteEntry]:
+    entries = [v0_5.CiteEntry(text=c.text, doi=c.doi, url=c.url) for c in facts.publication.cite]
+    data = facts.publication.training_data
+    if data is not None and data.kind == "doi":
+        entries.append(v0_5.CiteEntry(text="Training data", doi=data.ref))
+    return entries
+
+
+def sparsessp_config(facts: PackageFacts) -> dict[str, Any]:
+    """`config.sparsessp`: what this project (and its index) reads back from a package."""
+    from sparsessp_bmz import __version__
+
+    metrics = facts.test_metrics
+    t = facts.training
+    display = facts.display
+    return {
+        "spec": facts.spec_kwargs,
+        "model_id": facts.spec.model_id,
+        "package_id": facts.package_id,
+        "variant": facts.variant,
+        "voxel_size_um": {
+            "input": list(facts.input_voxel_um),
+            "output": list(facts.output_voxel_um),
+        },
+        "structures": list(facts.structures),
+        "manifest": facts.manifest_name,
+        "test_metrics": None if metrics is None else metrics.as_dict(),
+        "training": {
+            "run": t.run,
+            "global_step": t.global_step,
+            "epoch": t.epoch,
+            "precision": t.precision,
+            "seed": t.seed,
+            "best_val_mse": t.best_val_mse,
+        },
+        "display_scale": None
+        if display is None
+        else {"low": display.low, "high": display.high, "inside_0_1": display.inside},
+        "training_data": None
+        if facts.publication.training_data is None
+        else facts.publication.training_data.model_dump(),
+        "test_tensors": facts.test_source,
+        "sparsessp_bmz_version": __version__,
+    }
+
+
+def build_description(facts: PackageFacts, folder: Path) -> v0_5.ModelDescr:
+    """A checked ModelDescr for the files already written into `folder`."""
+    pub = facts.publication
+    data = pub.training_data
+    users = [p.github_user for p in (*pub.authors, *pub.maintainers) if p.github_user]
+    with (
+        accounts_unchecked(users),
+        ValidationContext(root=folder, perform_io_checks=True, log_warnings=False),
+    ):
+        raw, prediction = _tensors(facts)
+        authors, maintainers = _people(facts)
+        # only fields that are set, so that the RDF carries no nulls or empty lists for readers
+        # that take a key's presence as a value (deepImageJ's own parser)
+        optional: dict[str, Any] = {
+            "maintainers": maintainers,
+            "links": list(pub.links),
+            "git_repo": pub.git_repo,
+            "training_data": v0_5.LinkedDataset(id=data.ref)
+            if data is not None and data.kind == "bioimageio_id"
+            else None,
+        }
         return v0_5.ModelDescr(
-            id=v0_5.ModelId(spec.model_id),
-            name=fields["name"],
-            description=" ".join(fields["description"].split()),
-            version=str(fields["version"]),
-            license=fields["license"],
-            authors=[v0_5.Author(**author) for author in fields["authors"]],
-            cite=[v0_5.CiteEntry(**entry) for entry in fields["cite"]],
-            tags=[str(tag).lower() for tag in fields["tags"]],
-            documentation=v0_5.FileDescr(source=Path(files.documentation)),
-            covers=[v0_5.FileDescr(source=Path(files.cover))],
-            timestamp=v0_5.Datetime(timestamp_of(trained)),
+            **{key: value for key, value in optional.items() if value},
+            id=v0_5.ModelId(facts.package_id),
+            name=pub.name,
+            description=pub.description,
+            version=pub.version,
+            license=pub.license,
+            authors=authors,
+            cite=_cite(facts),
+            tags=list(pub.tags),
+            documentation=v0_5.FileDescr(source=Path(facts.files.documentation)),
+            covers=[v0_5.FileDescr(source=Path(facts.files.cover))],
+            timestamp=v0_5.Datetime(facts.timestamp),
             inputs=[raw],
             outputs=[prediction],
-            weights=_weights(spec, files),
+            weights=_weights(facts),
             config=v0_5.Config(
                 bioimageio=v0_5.BioimageioConfig(
                     reproducibility_tolerance=[
                         v0_5.ReproducibilityTolerance(
-                            relative_tolerance=tolerance.relative,
-                            absolute_tolerance=tolerance.absolute,
-                            mismatched_elements_per_million=tolerance.mismatched_per_million,
+                            relative_tolerance=facts.tolerance.relative,
+                            absolute_tolerance=facts.tolerance.absolute,
+                            mismatched_elements_per_million=facts.tolerance.mismatched_per_million,
                         )
                     ],
-                    nickname=spec.model_id,
+                    nickname=facts.package_id,
                     architecture_type="SparseSSP UNet",
                     modality="transmitted light (bright field) microscopy",
-                    target_structure=[spec.organelle],
+                    target_structure=[facts.spec.organelle],
                     task="in-silico labeling",
-                    model_parameter_count=sum(p.numel() for p in trained.net.parameters()),
-                    training=v0_5.TrainingDetails(**training_details),
+                    model_parameter_count=facts.parameter_count,
+                    training=_training_details(facts),
                 ),
                 deepimagej={"allow_tiling": True, "pyramidal_model": False},
-                sparsessp=sparsessp_config,
+                sparsessp=sparsessp_config(facts),
             ),
         )
 
@@ -222,11 +260,15 @@ def deepimagej_dialect(content: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def write_rdf(descr: v0_5.ModelDescr, folder: Path) -> Path:
-    """rdf.yaml in the deepImageJ-readable dialect, keys in spec order, no volatile values."""
+def dump_rdf(descr: v0_5.ModelDescr) -> dict[str, Any]:
+    """The description as it will be written: the deepImageJ-readable dialect."""
     from bioimageio.spec import dump_description
 
-    content = deepimagej_dialect(dump_description(descr))
+    return deepimagej_dialect(dump_description(descr))
+
+
+def write_rdf(content: dict[str, Any], folder: Path) -> Path:
+    """rdf.yaml from `dump_rdf`'s content, keys in spec order, no volatile values."""
     path = folder / RDF_FILE
     text = yaml.safe_dump(content, sort_keys=False, allow_unicode=True, width=100)
     path.write_text(text, encoding="utf-8")

@@ -3,7 +3,8 @@
 The crop follows the model's contract: the sparse input is the TEST volume's dense TL subsampled
 on the global grid (phase 0, ratio r), its depth is the training patch's sparse depth (the only
 one a depth-folding topology accepts), y/x are multiples of 16, and the dense target covers
-exactly the z range those sparse slices span.
+exactly the z range those sparse slices span. Each package variant takes its own view of the same
+crop (`variant_input`): the sparse stack, the dense TL stack on the target grid, or one plane.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from sparsessp_bmz.bmz.axes import XY_MIN
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.nets.variants import Variant
 from sparsessp_bmz.spec import XY_MULTIPLE, ModelSpec
 from sparsessp_bmz.trained import TrainedModel
 
@@ -24,11 +26,16 @@ ZMUV_EPS = 1e-6
 
 @dataclass(frozen=True)
 class TestTensors:
-    """Sparse input (d, h, w), dense target (r*d, h, w) or None, and where they came from."""
+    """Sparse input (d, h, w), dense target (r*d, h, w) or None, and where they came from.
+
+    `dense` is the TL stack on the target grid (r*d, h, w) when the source had one; the dense-grid
+    variant otherwise gets the sparse slices repeated r times, an input its contract accepts.
+    """
 
     sparse: np.ndarray
     target: np.ndarray | None
     source: str
+    dense: np.ndarray | None = None
 
 
 def zero_mean_unit_variance(volume: np.ndarray) -> np.ndarray:
@@ -67,7 +74,11 @@ def _depth(spec: ModelSpec, available: int, where: str) -> int:
 
 
 def crop_tensors(
-    spec: ModelSpec, sparse: np.ndarray, target: np.ndarray | None, source: str
+    spec: ModelSpec,
+    sparse: np.ndarray,
+    target: np.ndarray | None,
+    source: str,
+    dense: np.ndarray | None = None,
 ) -> TestTensors:
     """Centre crop of a sparse stack (and its dense target) to a size the network accepts."""
     if sparse.ndim != 3:
@@ -85,10 +96,12 @@ def crop_tensors(
     y0 = (sparse.shape[1] - h) // 2
     x0 = (sparse.shape[2] - w) // 2
     crop = sparse[s0 : s0 + d, y0 : y0 + h, x0 : x0 + w]
-    dense = None
-    if target is not None:
-        dense = target[s0 * r : (s0 + d) * r, y0 : y0 + h, x0 : x0 + w].astype(np.float32)
-    return TestTensors(zero_mean_unit_variance(crop), dense, source)
+    window = (slice(s0 * r, (s0 + d) * r), slice(y0, y0 + h), slice(x0, x0 + w))
+    cropped_target = None if target is None else target[window].astype(np.float32)
+    cropped_dense = None
+    if dense is not None and dense.shape[0] >= (s0 + d) * r:
+        cropped_dense = zero_mean_unit_variance(dense[window])
+    return TestTensors(zero_mean_unit_variance(crop), cropped_target, source, cropped_dense)
 
 
 def held_out_tensors(trained: TrainedModel) -> TestTensors:
@@ -113,12 +126,24 @@ def held_out_tensors(trained: TrainedModel) -> TestTensors:
         )
     pair = load_pair(rows[0], settings)
     sparse = subsample(pair.signal, spec.ratio, 0)
-    return crop_tensors(spec, sparse, pair.target, f"test volume {rows[0].name}")
+    return crop_tensors(spec, sparse, pair.target, f"test volume {rows[0].name}", dense=pair.signal)
 
 
-def predict(net: torch.nn.Module, sparse: np.ndarray) -> np.ndarray:
-    """Eval-mode output (r*d, h, w) for a (d, h, w) input after the package's preprocessing."""
-    x = torch.from_numpy(zero_mean_unit_variance(sparse))[None, None]
+def variant_input(tensors: TestTensors, spec: ModelSpec, variant: Variant) -> np.ndarray:
+    """The test input of one variant, without batch and channel axes."""
+    if variant == "plane":
+        return tensors.sparse[0]
+    if variant == "dense":
+        if tensors.dense is not None:
+            return tensors.dense
+        return np.repeat(tensors.sparse, spec.ratio, axis=0)
+    return tensors.sparse
+
+
+def predict(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """Eval-mode output for one input without batch/channel axes, after the package's
+    preprocessing (also without batch/channel axes)."""
+    x = torch.from_numpy(zero_mean_unit_variance(image))[None, None]
     net.eval()
     with torch.no_grad():
         return net(x)[0, 0].numpy().astype(np.float32)

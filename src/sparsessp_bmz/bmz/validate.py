@@ -1,30 +1,45 @@
-"""Validation of any bioimage.io model package: bioimageio.core plus deepImageJ's needs.
+"""Validation of any bioimage.io model package: bioimageio.core, the consumers, the collection.
 
 `test_model` runs once per weight format (never with `stop_early`, which skips checks and still
-says "passed"), so a report says which format fails. The deepImageJ checks read the raw YAML as
+says "passed"), so a report says which format fails. Each run saves the outputs it computed (its
+`working_dir`), and we compare those with the test outputs at the BMZ model runner's tolerance
+too, so that check costs no second run. The consumer and collection checks read the raw YAML as
 written, because bioimageio.core upgrades what it loads and would hide exactly what deepImageJ
 trips over.
+
+Profiles: `default` passes a package when every weight format passes `test_model` and deepImageJ
+accepts it; the collection checks are reported but do not fail it. `collection` also fails on
+every collection error (warnings never fail). An ilastik or QuPath refusal never fails a package:
+a 3D package is simply not for QuPath.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel
 
-from sparsessp_bmz.bmz.checks import CheckResult, FileReader
-from sparsessp_bmz.bmz.deepimagej import run_checks
+from sparsessp_bmz.bmz import collection
+from sparsessp_bmz.bmz.checks import CheckResult, FileReader, fail, ok
+from sparsessp_bmz.bmz.consumers import ConsumerVerdict, static_verdicts
 from sparsessp_bmz.errors import UserInputError
 
 RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"
+Profile = Literal["default", "collection"]
+PROFILES: tuple[Profile, ...] = ("default", "collection")
+#: Consumers whose refusal fails a package (in every profile).
+REQUIRED_CONSUMERS = ("bioimageio.core", "napari", "deepImageJ")
+RUNNER_CHECK = "model_runner_tolerance"
 
 
 class FormatResult(BaseModel):
@@ -42,10 +57,20 @@ class PackageReport(BaseModel):
     source: str
     model_id: str | None = None
     name: str | None = None
+    profile: Profile = "default"
+    online: bool = False
     formats: list[FormatResult] = []
-    checks: list[CheckResult] = []
+    consumers: list[ConsumerVerdict] = []
+    collection: list[CheckResult] = []
     error: str | None = None
     seconds: float = 0.0
+
+    def consumer(self, name: str) -> ConsumerVerdict | None:
+        return next((c for c in self.consumers if c.name == name), None)
+
+    @property
+    def collection_errors(self) -> list[CheckResult]:
+        return [c for c in self.collection if c.blocking]
 
     @property
     def passed(self) -> bool:
@@ -53,17 +78,23 @@ class PackageReport(BaseModel):
             self.error is None
             and bool(self.formats)
             and all(f.status == "passed" for f in self.formats)
-            and all(c.passed for c in self.checks)
+            and all(c.accepted for c in self.consumers if c.name in REQUIRED_CONSUMERS)
+            and (self.profile != "collection" or not self.collection_errors)
         )
 
     def summary_line(self) -> str:
-        """One line: verdict, id, per-format status, deepImageJ checks, time, source."""
+        """One line: verdict, id, per-format status, consumers, collection, time, source."""
         verdict = "PASS" if self.passed else "FAIL"
         formats = ", ".join(
             f"{f.weight_format} {'ok' if f.status == 'passed' else f.status}" for f in self.formats
         )
-        passed = sum(c.passed for c in self.checks)
-        detail = self.error or f"{formats}; deepImageJ {passed}/{len(self.checks)}"
+        consumers = " ".join(f"{c.name} {'yes' if c.accepted else 'no'}" for c in self.consumers)
+        warnings = sum(not c.passed and not c.blocking for c in self.collection)
+        collection_part = (
+            f"collection[{self.profile}] {sum(c.passed for c in self.collection)}/"
+            f"{len(self.collection)}, {len(self.collection_errors)} errors, {warnings} warnings"
+        )
+        detail = self.error or f"{formats}; {consumers}; {collection_part}"
         return f"{verdict} {self.model_id or '?'} ({detail}) {self.seconds:.1f} s  {self.source}"
 
 
@@ -113,11 +144,17 @@ def _messages(summary: Any) -> list[str]:
     return messages
 
 
-def _test_format(source: str, weight_format: str | None) -> FormatResult:
+def _test_format(source: str, weight_format: str | None, working_dir: Path) -> FormatResult:
+    """test_model for one format; it saves the outputs it computed into `working_dir`."""
     from bioimageio.core import test_model
 
     start = time.perf_counter()
-    summary = test_model(source, weight_format=weight_format, stop_early=False)  # type: ignore[arg-type]
+    summary = test_model(
+        source,
+        weight_format=weight_format,  # type: ignore[arg-type]
+        stop_early=False,
+        working_dir=working_dir,
+    )
     return FormatResult(
         weight_format=weight_format or "all",
         status=summary.status,
@@ -126,50 +163,194 @@ def _test_format(source: str, weight_format: str | None) -> FormatResult:
     )
 
 
-def validate_package(path: Path) -> PackageReport:
-    """test_model for every weight format, then the deepImageJ checks; never raises on a bad
-    package (the report says what is wrong), only on a path that is no package at all."""
+def runner_tolerance() -> tuple[float, float, float]:
+    """(relative, absolute, mismatched per million) the BMZ model runner applies.
+
+    The runner (aicell-lab/bioengine-worker, apps/model-runner/runtime_deployment.py) calls
+    `test_model(rdf)` with no tolerance of its own, and bioimage.io removes
+    `config.bioimageio` (where a package declares its tolerance) on upload, so what applies is
+    bioimageio.spec's default `ReproducibilityTolerance` (model/v0_5.py): 1e-3, 1e-3, 100.
+    """
+    from bioimageio.spec.model.v0_5 import ReproducibilityTolerance
+
+    default = ReproducibilityTolerance()
+    return (
+        float(default.relative_tolerance),
+        float(default.absolute_tolerance),
+        float(default.mismatched_elements_per_million),
+    )
+
+
+def _reproduced(actual: np.ndarray, expected: np.ndarray) -> tuple[bool, str]:
+    rtol, atol, per_million = runner_tolerance()
+    actual = np.squeeze(actual).astype(np.float64)
+    expected = np.squeeze(expected).astype(np.float64)
+    if actual.shape != expected.shape:
+        return False, f"shape {actual.shape}, expected {expected.shape}"
+    diff = np.abs(actual - expected)
+    mismatched = int(np.count_nonzero(diff > atol + rtol * np.abs(expected)))
+    allowed = per_million * expected.size / 1e6
+    max_diff = float(diff.max()) if diff.size else 0.0
+    text = f"max |d| {max_diff:.2g}, {mismatched} of {expected.size} outside"
+    return mismatched <= allowed, text
+
+
+def check_runner_tolerance(
+    rdf: dict[str, Any], read: FileReader, outputs: dict[str, Path]
+) -> CheckResult:
+    """The outputs each format computed in its test_model run (saved in `outputs[format]`),
+    against the test outputs at the runner's tolerance."""
+    rtol, atol, per_million = runner_tolerance()
+    tolerance = f"rtol {rtol:g}, atol {atol:g}, {per_million:g} per million"
+    expected_files = [t for t in collection.tensor_files(rdf) if t.kind == "outputs"]
+    if not outputs or not expected_files:
+        return fail(RUNNER_CHECK, "no weights or no test outputs to compare")
+    failures, passes = [], []
+    for fmt, folder in outputs.items():
+        for tensor in expected_files:
+            where = f"{fmt} {tensor.label}"
+            actual_path = folder / f"actual_output_{tensor.label}_{fmt}.npy"
+            if not actual_path.is_file():
+                failures.append(f"{where}: no output computed (its test failed before)")
+                continue
+            try:
+                assert tensor.test is not None
+                expected = collection.load_array(tensor.test, read(tensor.test))
+            except Exception as err:
+                return fail(
+                    RUNNER_CHECK, f"cannot read test output {tensor.test}: {err}", "warning"
+                )
+            reproduced, text = _reproduced(np.load(actual_path), expected)
+            (passes if reproduced else failures).append(f"{where}: {text}")
+    if failures:
+        return fail(RUNNER_CHECK, f"at {tolerance}: " + "; ".join(failures + passes))
+    return ok(RUNNER_CHECK, f"at {tolerance}: " + "; ".join(passes))
+
+
+def runtime_verdicts(formats: Sequence[FormatResult]) -> list[ConsumerVerdict]:
+    """bioimageio.core (every weight format must pass test_model) and napari, which runs
+    packages through bioimageio.core."""
+    checks = [
+        CheckResult(
+            name=f"test_model {f.weight_format}",
+            passed=f.status == "passed",
+            message=f"{f.status} in {f.seconds:.1f} s"
+            + (f": {'; '.join(f.errors)}" if f.errors else ""),
+        )
+        for f in formats
+    ]
+    core = ConsumerVerdict.from_checks("bioimageio.core", checks)
+    napari = ConsumerVerdict.from_checks(
+        "napari",
+        [
+            CheckResult(
+                name="via_bioimageio_core",
+                passed=core.accepted,
+                message="runs packages through bioimageio.core: same verdict",
+            )
+        ],
+    )
+    return [core, napari]
+
+
+def _model_id(rdf: dict[str, Any]) -> str | None:
+    nickname = ((rdf.get("config") or {}).get("bioimageio") or {}).get("nickname")
+    return str(rdf.get("id") or nickname or "") or None
+
+
+def validate_package(
+    path: Path, *, profile: Profile = "default", online: bool = False
+) -> PackageReport:
+    """test_model for every weight format, the consumer checks and the collection checks.
+
+    Never raises on a bad package (the report says what is wrong), only on a path that is no
+    package at all or an unknown profile. `online=True` lets the collection checks look up
+    GitHub accounts; nothing else uses the network.
+    """
+    if profile not in PROFILES:
+        raise UserInputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     start = time.perf_counter()
     path = Path(path)
     rdf, read, source = _open(path)
-    report = PackageReport(source=str(path))
+    report = PackageReport(source=str(path), profile=profile, online=online)
     if not isinstance(rdf, dict):
         report.error = "the RDF is not a YAML mapping"
         return report
-    nickname = ((rdf.get("config") or {}).get("bioimageio") or {}).get("nickname")
-    report.model_id = str(rdf.get("id") or nickname or "") or None
-    report.name = rdf.get("name")
-    formats = [fmt for fmt, entry in (rdf.get("weights") or {}).items() if entry]
+    report.model_id = _model_id(rdf)
+    report.name = rdf.get("name") if isinstance(rdf.get("name"), str) else None
+    weights = rdf.get("weights")
+    formats = [fmt for fmt, entry in weights.items() if entry] if isinstance(weights, dict) else []
     try:
-        report.formats = [_test_format(source, fmt) for fmt in formats] or [
-            _test_format(source, None)
-        ]
-        report.checks = run_checks(rdf, read)
+        with tempfile.TemporaryDirectory(prefix="sparsessp-validate-") as tmp:
+            outputs = {fmt: Path(tmp) / fmt for fmt in formats}
+            report.formats = [_test_format(source, fmt, outputs[fmt]) for fmt in formats] or [
+                _test_format(source, None, Path(tmp) / "all")
+            ]
+            runner = check_runner_tolerance(rdf, read, outputs)
+        report.consumers = runtime_verdicts(report.formats) + static_verdicts(rdf, read)
+        report.collection = [*collection.run_checks(rdf, read, online=online), runner]
     except Exception as err:  # a crash inside a validator is a failed validation, reported
         report.error = f"{type(err).__name__}: {err}"
     report.seconds = time.perf_counter() - start
     return report
 
 
+def _cell(text: str) -> str:
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def _status(check: CheckResult) -> str:
+    if check.passed:
+        return "pass"
+    return "FAIL" if check.blocking else "warning"
+
+
+def _package_section(r: PackageReport) -> list[str]:
+    lines = ["", f"## {r.model_id or r.source}", "", f"Source: `{r.source}`"]
+    if r.error:
+        lines += ["", f"Validation crashed: {r.error}"]
+    problems = [f"`{f.weight_format}`: {e}" for f in r.formats for e in f.errors]
+    if problems:
+        lines += ["", "bioimageio.core `test_model` failures:", ""]
+        lines += [f"* {p}" for p in problems]
+    if r.consumers:
+        lines += ["", "| consumer | verdict | why |", "|---|---|---|"]
+        for c in r.consumers:
+            verdict = "accepts" if c.accepted else "refuses"
+            required = "" if c.name in REQUIRED_CONSUMERS else " (optional)"
+            lines.append(f"| {c.name}{required} | {verdict} | {_cell(c.reason)} |")
+    if r.collection:
+        failing = "fail the package" if r.profile == "collection" else "reported only"
+        lines += [
+            "",
+            f"Collection checks (profile `{r.profile}`: errors {failing}):",
+            "",
+            "| check | result | message |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c.name} | {_status(c)} | {_cell(c.message)} |" for c in r.collection]
+    return lines
+
+
 def report_markdown(reports: Sequence[PackageReport]) -> str:
-    """A readable report: one table row per package, then every failure."""
-    lines = ["# Validation report", "", "| package | result | formats | deepImageJ | s |"]
-    lines.append("|---|---|---|---|---|")
+    """A readable report: one row per package, then per package its consumer and collection
+    tables (every check a named line) and every test_model failure."""
+    lines = [
+        "# Validation report",
+        "",
+        "| package | result | profile | formats | consumers | collection errors | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in reports:
         formats = ", ".join(f"{f.weight_format}: {f.status}" for f in r.formats)
-        checks = f"{sum(c.passed for c in r.checks)}/{len(r.checks)}"
+        consumers = ", ".join(f"{c.name} {'yes' if c.accepted else 'no'}" for c in r.consumers)
         verdict = "passed" if r.passed else "FAILED"
         lines.append(
-            f"| {r.model_id or r.source} | {verdict} | {formats} | {checks} | {r.seconds:.1f} |"
+            f"| {r.model_id or r.source} | {verdict} | {r.profile} | {formats} | {consumers} "
+            f"| {len(r.collection_errors)} | {r.seconds:.1f} |"
         )
     for r in reports:
-        problems = [f"`{f.weight_format}`: {e}" for f in r.formats for e in f.errors]
-        problems += [f"deepImageJ `{c.name}`: {c.message}" for c in r.checks if not c.passed]
-        if r.error:
-            problems.insert(0, r.error)
-        if problems:
-            lines += ["", f"## {r.model_id or r.source}", "", f"Source: `{r.source}`", ""]
-            lines += [f"* {p}" for p in problems]
+        lines += _package_section(r)
     return "\n".join(lines) + "\n"
 
 

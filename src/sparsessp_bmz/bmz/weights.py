@@ -6,7 +6,8 @@ exporting the same network twice gives the same bytes.
 * TorchScript by `torch.jit.trace` (a scripted `F.interpolate` does not load in deepImageJ's
   torch 2.0). TorchScript names module types with a process-wide counter, so a second trace in the
   same process gets different type names; tracing therefore runs in a fresh interpreter, which
-  rebuilds the network from the state dict file (proving that file is complete on the way).
+  builds the network from the package's own network source file and loads the state dict into it
+  strictly (proving on the way that both files are complete without this project).
 * ONNX by the legacy exporter (`dynamo=False`), opset 17, IR version forced down to 8 (what
   deepImageJ's onnxruntime 1.13 reads) and all weights embedded in the one file.
 """
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsessp_bmz.bmz.deepimagej import MAX_ONNX_IR_VERSION, MAX_ONNX_OPSET
+
 STATE_DICT_FILE = "weights.pt"
 TORCHSCRIPT_FILE = "weights_torchscript.pt"
 ONNX_FILE = "weights.onnx"
-ONNX_OPSET = 17
-ONNX_MAX_IR_VERSION = 8
+#: The newest ONNX deepImageJ's onnxruntime 1.13 reads; the limits are deepImageJ's rules.
+ONNX_OPSET = MAX_ONNX_OPSET
 
 
 class WeightExportError(RuntimeError):
@@ -47,9 +50,12 @@ def write_state_dict(net: nn.Module, folder: Path) -> Path:
 
 
 def write_torchscript(
-    state_dict: Path, spec_fields: dict[str, Any], example: np.ndarray, folder: Path
+    source: Path, kwargs: dict[str, Any], state_dict: Path, example: np.ndarray, folder: Path
 ) -> Path:
-    """Trace in a fresh interpreter (see the module docstring for why)."""
+    """Trace in a fresh interpreter (see the module docstring for why).
+
+    `source` is the package's network file, `kwargs` the arguments of its architecture callable.
+    """
     path = folder / TORCHSCRIPT_FILE
     example_path = folder / ".trace_example.npy"
     np.save(example_path, np.ascontiguousarray(example, dtype=np.float32))
@@ -57,8 +63,9 @@ def write_torchscript(
         sys.executable,
         "-m",
         "sparsessp_bmz.bmz.weights",
+        str(source),
+        json.dumps(kwargs),
         str(state_dict),
-        json.dumps(spec_fields),
         str(example_path),
         str(path),
     ]
@@ -73,27 +80,46 @@ def write_torchscript(
     return path
 
 
-def _trace_main(state_dict: str, spec_json: str, example: str, out: str) -> None:
-    from sparsessp_bmz.nets import build_net_from_fields
+def load_architecture(source: Path, kwargs: dict[str, Any]) -> nn.Module:
+    """The network a package's `pytorch_state_dict` describes, built from its source file alone
+    (as bioimageio.core builds it), in eval mode with fresh weights.
 
+    The code is compiled under the bare file name: a trace records the file of every Python
+    frame in its debug information, and the package's temporary folder must not end up there
+    (re-exports would then differ).
+    """
+    import types
+
+    from sparsessp_bmz.bmz.netsource import ARCHITECTURE_CALLABLE
+
+    module = types.ModuleType(f"_package_net_{source.stem}")
+    module.__file__ = source.name
+    sys.modules[module.__name__] = module  # dataclasses look their module up while building
+    try:
+        exec(compile(source.read_text(encoding="utf-8"), source.name, "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    return getattr(module, ARCHITECTURE_CALLABLE)(**kwargs).eval()
+
+
+def _trace_main(source: str, kwargs_json: str, state_dict: str, example: str, out: str) -> None:
     torch.set_num_threads(1)
-    net = build_net_from_fields(**json.loads(spec_json))
+    net = load_architecture(Path(source), json.loads(kwargs_json))
     net.load_state_dict(torch.load(state_dict, map_location="cpu", weights_only=True))
-    net.eval()
     x = torch.from_numpy(np.load(example))
     with torch.no_grad():
         traced = torch.jit.trace(net, x, _store_inputs=False)
     traced.save(out)
 
 
-def write_onnx(net: nn.Module, example: np.ndarray, folder: Path, *, dynamic_z: bool) -> Path:
-    """Legacy export with dynamic batch/y/x (and z when the network accepts several depths)."""
+def write_onnx(
+    net: nn.Module, example: np.ndarray, folder: Path, *, dynamic_axes: dict[int, str]
+) -> Path:
+    """Legacy export; `dynamic_axes` names the axes (batch, y, x, ...) that vary in size."""
     import onnx
 
     path = folder / ONNX_FILE
-    spatial = {0: "batch", 3: "y", 4: "x"}
-    if dynamic_z:
-        spatial[2] = "z"
+    spatial = dict(dynamic_axes)
     x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
     try:
         with torch.no_grad():
@@ -112,7 +138,7 @@ def write_onnx(net: nn.Module, example: np.ndarray, folder: Path, *, dynamic_z: 
     except Exception as err:  # the exporter raises many unrelated types
         raise WeightExportError(f"ONNX export failed: {err}") from err
     model = onnx.load(str(path), load_external_data=False)
-    model.ir_version = min(model.ir_version, ONNX_MAX_IR_VERSION)
+    model.ir_version = min(model.ir_version, MAX_ONNX_IR_VERSION)
     onnx.checker.check_model(model)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         raise WeightExportError("ONNX export wrote external data; deepImageJ needs one file")
@@ -121,4 +147,4 @@ def write_onnx(net: nn.Module, example: np.ndarray, folder: Path, *, dynamic_z: 
 
 
 if __name__ == "__main__":
-    _trace_main(*sys.argv[1:5])
+    _trace_main(*sys.argv[1:6])

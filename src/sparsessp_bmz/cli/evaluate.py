@@ -1,4 +1,8 @@
-"""`sparsessp-bmz evaluate`: the paper's metrics of one checkpoint on whole held-out volumes."""
+"""`sparsessp-bmz evaluate`: the paper's metrics of one checkpoint on whole held-out volumes.
+
+Plane models (one TL plane in, one fluorescence plane out; the ones QuPath runs) are also scored
+with per-tile normalisation, as QuPath predicts them, beside the normal per-image normalisation.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,25 @@ def evaluate(
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap per axis.")] = 0.5,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    per_tile: Annotated[
+        bool | None,
+        typer.Option(
+            "--per-tile/--no-per-tile",
+            help="Also score with each tile z-scored on its own, as QuPath runs a model "
+            "(default: for plane models only).",
+            show_default=False,
+        ),
+    ] = None,
+    tile: Annotated[
+        int,
+        typer.Option(help="y/x tile in pixels for --per-tile (QuPath's default: 512)."),
+    ] = 512,
 ) -> None:
-    """Predict every volume of a split with the sliding window and score MSE, MAE, R², r."""
+    """Predict every volume of a split with the sliding window and score MSE, MAE, R², r.
+
+    For plane models the table and CSVs also hold the per-tile-normalised metrics (per_tile_*)
+    and their change from the normal ones (per_tile_diff_* = per tile - per image).
+    """
     from rich.console import Console
 
     from sparsessp_bmz.data.config import DataSettings
@@ -60,6 +81,8 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         progress=True,
+        per_tile=per_tile,
+        tile=tile,
     )
     if reference is not None:
         result = compare(result, reference)

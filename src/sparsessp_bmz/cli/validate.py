@@ -1,11 +1,18 @@
-"""`sparsessp-bmz validate`: bioimageio.core tests plus deepImageJ checks for any model package."""
+"""`sparsessp-bmz validate`: bioimageio.core tests, consumer verdicts and bioimage.io collection
+checks for any model package."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class ProfileChoice(str, Enum):
+    default = "default"
+    collection = "collection"
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +26,29 @@ def validate(
     report_dir: Annotated[
         Path, typer.Option(help="Where validation.json and validation.md are written.")
     ] = Path("validation_report"),
+    profile: Annotated[
+        ProfileChoice,
+        typer.Option(
+            help="default: fail on bioimageio.core or deepImageJ; collection: also fail on every "
+            "bioimage.io collection error (warnings never fail)."
+        ),
+    ] = ProfileChoice.default,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Look up each github_user on GitHub (otherwise only its syntax is checked).",
+        ),
+    ] = False,
 ) -> None:
-    """test_model for every weight format (never stop_early) and the deepImageJ rules.
+    """test_model for every weight format (never stop_early), the consumers' rules (deepImageJ,
+    ilastik, QuPath) and the bioimage.io collection checks.
 
-    Prints one line per package; exits 1 when any package fails.
+    Prints one line per package, then its consumer verdicts and failed collection checks; exits 1
+    when any package fails.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from sparsessp_bmz.bmz.validate import validate_package, write_reports
 
@@ -32,10 +56,27 @@ def validate(
     reports = []
     for path in paths:
         with console.status(f"validating {path}"):
-            report = validate_package(path)
+            report = validate_package(path, profile=profile.value, online=online)
         reports.append(report)
         colour = "green" if report.passed else "bold red"
-        console.print(f"[{colour}]{report.summary_line()}[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"[{colour}]{escape(report.summary_line())}[/]", highlight=False, soft_wrap=True
+        )
+        for verdict in report.consumers:
+            word = "accepts" if verdict.accepted else "refuses"
+            console.print(
+                f"  {verdict.name} {word}: {escape(verdict.reason)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for check in report.collection:
+            if not check.passed:
+                kind = "error" if check.blocking else "warning"
+                console.print(
+                    f"  collection {kind} {check.name}: {escape(check.message)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
     json_path, md_path = write_reports(reports, report_dir)
     console.print(f"reports: {json_path}, {md_path}", highlight=False)
     if not all(r.passed for r in reports):

@@ -5,21 +5,19 @@ per-dimension torch classes are looked up once, at construction. The task embedd
 convolution and normalisation a residual block uses (see `embeddings`).
 """
 
-from __future__ import annotations
-
 from torch import Tensor, nn
 
 from sparsessp_bmz.nets.embeddings import (
+    CONV,
+    NORM,
     MoDEConv,
     ModulatedNorm,
     TaskConditioned,
     TaskSequential,
 )
-from sparsessp_bmz.spec import Embedding
+from sparsessp_bmz.nets.geometry import Embedding
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 Scale = tuple[int, ...]
@@ -27,7 +25,7 @@ Scale = tuple[int, ...]
 
 def conv(dims: int, in_ch: int, out_ch: int, kernel: int = 1) -> nn.Module:
     """A padded convolution that keeps the spatial size."""
-    return _CONV[dims](in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
+    return CONV[dims](in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
 
 
 class ResidualBlock(TaskConditioned):
@@ -52,7 +50,7 @@ class ResidualBlock(TaskConditioned):
         self.shortcut = (
             nn.Identity()
             if in_ch == out_ch
-            else nn.Sequential(conv(dims, in_ch, out_ch, 1), _NORM[dims](out_ch))
+            else nn.Sequential(conv(dims, in_ch, out_ch, 1), NORM[dims](out_ch))
         )
         self.act = nn.ReLU(inplace=True)
 
@@ -69,7 +67,7 @@ def _main_conv(dims: int, in_ch: int, out_ch: int, embedding: Embedding, tasks: 
 def _main_norm(dims: int, channels: int, embedding: Embedding, tasks: int) -> nn.Module:
     if embedding == "tsns":
         return ModulatedNorm(dims, channels, tasks)
-    return _NORM[dims](channels)
+    return NORM[dims](channels)
 
 
 def downsample(dims: int, scale: Scale) -> nn.Module:

@@ -15,8 +15,6 @@ task-free equivalent for one fixed task (`baked(task)`); `bake(net, task)` swaps
   a small dynamic 1x1 head; baked, the task part of the controller becomes a constant bias.
 """
 
-from __future__ import annotations
-
 import copy
 from abc import ABCMeta, abstractmethod
 
@@ -24,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+#: Per-dimension torch classes, looked up once at construction (shared with `blocks`).
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _CONV_FN = {2: F.conv2d, 3: F.conv3d}
-_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 #: Kernel sizes of RepMode's experts; pooled experts are a 1^k conv after an average pool.
 _DIRECT_EXPERTS = (5, 3, 1)
@@ -111,7 +110,7 @@ class MoDEConv(TaskAware):
 
     def baked(self, task: int) -> nn.Module:
         out_ch, in_ch = self.bias.shape[0], self.direct[0].shape[1]
-        conv = _CONV[self.dims](in_ch, out_ch, _MERGED_KERNEL, padding=_MERGED_KERNEL // 2)
+        conv = CONV[self.dims](in_ch, out_ch, _MERGED_KERNEL, padding=_MERGED_KERNEL // 2)
         with torch.no_grad():
             conv.weight.copy_(self.task_kernels()[task])
             conv.bias.copy_(self.bias)
@@ -123,7 +122,7 @@ class ModulatedNorm(TaskAware):
 
     def __init__(self, dims: int, channels: int, num_tasks: int) -> None:
         super().__init__()
-        self.norm = _NORM[dims](channels)
+        self.norm = NORM[dims](channels)
         self.gamma = nn.Parameter(torch.ones(num_tasks, channels))
         self.beta = nn.Parameter(torch.zeros(num_tasks, channels))
 
@@ -159,7 +158,7 @@ class DynamicHead(nn.Module):
     def __init__(self, dims: int, in_ch: int, out_ch: int, context_ch: int, num_tasks: int) -> None:
         super().__init__()
         hidden = self.HIDDEN
-        self.reduce = nn.Sequential(_CONV[dims](in_ch, hidden, 1), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(CONV[dims](in_ch, hidden, 1), nn.ReLU(inplace=True))
         self.context_norm = nn.LayerNorm(context_ch)
         self.shapes = ((hidden, hidden), (hidden, hidden), (out_ch, hidden))
         n_params = sum(o * i + o for o, i in self.shapes)

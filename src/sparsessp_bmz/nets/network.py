@@ -13,9 +13,10 @@ the encoder, the dimensionality of the decoder, and the transform applied to eve
 Contract: input (B, 1, D/r, H, W) sparse TL, output (B, 1, D, H, W) fluorescence. A multi-task
 network (spec.embedding != 'none') also takes the task index per sample; without one it predicts
 `spec.organelle`, and `baked()` turns it into a task-free network for that organelle.
-"""
 
-from __future__ import annotations
+The description `spec` is anything with `GeometryMixin`: the project's pydantic `ModelSpec`, or the
+plain `NetGeometry` a shipped package builds from (see `geometry` for why there are two).
+"""
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +24,13 @@ from torch import Tensor, nn
 
 from sparsessp_bmz.nets.blocks import ResidualBlock, conv, downsample, upsample
 from sparsessp_bmz.nets.embeddings import DynamicHead, TaskSequential, bake
+from sparsessp_bmz.nets.geometry import GeometryMixin
 from sparsessp_bmz.nets.transforms import (
     ChannelToDepth,
     DepthToChannel,
     PostfixUpsample,
     PrefixUpsample,
 )
-from sparsessp_bmz.spec import ModelSpec
 
 
 def _level_scale(dims: int, pool_z: bool) -> tuple[int, ...]:
@@ -38,9 +39,9 @@ def _level_scale(dims: int, pool_z: bool) -> tuple[int, ...]:
 
 
 class SparseSSPNet(nn.Module):
-    """Sparse TL stack in, dense fluorescence stack out, for any topology in `ModelSpec`."""
+    """Sparse TL stack in, dense fluorescence stack out, for any topology a description allows."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: GeometryMixin) -> None:
         super().__init__()
         self.spec = spec
         topology = spec.topology
@@ -104,7 +105,7 @@ class SparseSSPNet(nn.Module):
         else:
             self.head = conv(self.decoder_dims, prev, head_out)
 
-    def _head_shape(self, spec: ModelSpec, in_ch: int) -> tuple[int, nn.Module | None]:
+    def _head_shape(self, spec: GeometryMixin, in_ch: int) -> tuple[int, nn.Module | None]:
         """Output channels of the head, and the postfix upsampler that follows it, if any.
 
         A 3D decoder ends in one channel (or hands its features to the postfix upsampler). A 2D
@@ -120,11 +121,12 @@ class SparseSSPNet(nn.Module):
             return postfix_ch * spec.input_patch[0], PostfixUpsample(postfix_ch, spec.ratio)
         return spec.patch[0], None
 
-    def baked(self, organelle: str | None = None) -> SparseSSPNet:
+    def baked(self, organelle: str | None = None) -> "SparseSSPNet":
         """A task-free copy predicting `organelle` (default `spec.organelle`), in eval mode.
 
         This is what a bioimage.io package ships: its spec names that organelle, and
-        `build_net_from_fields` rebuilds exactly this structure.
+        `build_package_net` rebuilds exactly this structure. `spec.for_task` keeps the kind of
+        description (ModelSpec or NetGeometry).
         """
         spec = self.spec if organelle is None else self.spec.for_task(organelle)
         net = bake(self, spec.task_index)

@@ -9,12 +9,10 @@ All reshapes use `flatten`/`unflatten` on the traced shapes, so `torch.jit.trace
 exporter keep y and x dynamic.
 """
 
-from __future__ import annotations
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsessp_bmz.spec import Projection
+from sparsessp_bmz.nets.geometry import Projection
 
 
 class PrefixUpsample(nn.Module):

@@ -8,14 +8,18 @@ normalisation settings) is stored in it as plain JSON-able dicts, so `torch.load
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import ValidationError
 
 from sparsessp_bmz.errors import UserInputError
-from sparsessp_bmz.trained import TrainedModel
+from sparsessp_bmz.trained import TrainedModel, TrainingFacts
+
+if TYPE_CHECKING:
+    from sparsessp_bmz.training.config import TrainConfig
 
 #: Marks our checkpoints, so a foreign .ckpt is refused with a clear message.
 CHECKPOINT_FORMAT = "sparsessp-bmz/train-1"
@@ -77,32 +81,45 @@ def load_trained(path: Path) -> TrainedModel:
             f"it describes ({str(err).splitlines()[0]})"
         ) from err
     net.eval()
-    facts = checkpoint.get(FACTS_KEY, {})
-    metrics = {
-        name: float(facts[name])
-        for name in ("val_mse", "best_val_mse")
-        if name in facts and math.isfinite(float(facts[name]))
-    }
-    training: dict[str, str | int | float] = {
-        "checkpoint": path.name,
-        "run": config.run_dir().name,
-        "global_step": int(facts.get("global_step", checkpoint.get("global_step", 0))),
-        "epoch": int(facts.get("epoch", checkpoint.get("epoch", 0))),
-        "loss": config.optim.loss,
-        "lr": config.optim.lr,
-        "batch_size": config.optim.batch_size,
-        "precision": config.trainer.precision,
-        "seed": config.trainer.seed,
-        "lightning": str(checkpoint.get("pytorch-lightning_version", "")),
-    }
-    if "saved_at" in facts:
-        training["saved_at"] = str(facts["saved_at"])
     return TrainedModel(
         spec=config.model,
         net=net,
         voxel_size_um=tuple(config.data.voxel_size_um),  # type: ignore[arg-type]
         manifest=config.data.manifest,
         structures=config.structures,
-        metrics=metrics,
-        training=training,
+        facts=_facts(path, checkpoint, config),
+    )
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _facts(path: Path, checkpoint: dict[str, Any], config: TrainConfig) -> TrainingFacts:
+    """The typed facts of a checkpoint; values a damaged or older checkpoint lacks stay unset."""
+    facts = checkpoint.get(FACTS_KEY, {})
+    saved_at = None
+    if isinstance(facts.get("saved_at"), str):
+        try:
+            saved_at = datetime.fromisoformat(facts["saved_at"])
+        except ValueError:
+            saved_at = None
+    return TrainingFacts(
+        checkpoint=path,
+        run=config.run_dir().name,
+        global_step=int(facts.get("global_step", checkpoint.get("global_step", 0))),
+        epoch=int(facts.get("epoch", checkpoint.get("epoch", 0))),
+        loss=config.optim.loss,
+        lr=config.optim.lr,
+        batch_size=config.optim.batch_size,
+        precision=str(config.trainer.precision),
+        seed=config.trainer.seed,
+        lightning=str(checkpoint.get("pytorch-lightning_version", "")),
+        saved_at=saved_at,
+        val_mse=_finite(facts.get("val_mse")),
+        best_val_mse=_finite(facts.get("best_val_mse")),
     )

@@ -8,7 +8,6 @@ command again retries only what failed or is unfinished.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import traceback
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparsessp_bmz.data.atomic import write_records_csv, write_text
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.metrics import METRIC_NAMES
 from sparsessp_bmz.spec import SparsityRatio, Topology
 from sparsessp_bmz.training.config import (
     TrainConfig,
@@ -34,7 +34,6 @@ from sparsessp_bmz.training.config import (
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 ERROR_LOG = "error.log"
-EVAL_DIR = "eval-{split}"
 
 
 class MatrixSettings(BaseModel):
@@ -129,22 +128,15 @@ def summary_dir(path: Path, settings: MatrixSettings, entries: list[Entry]) -> P
 
 
 def _evaluate(config: TrainConfig, checkpoint: Path, split: str, row: EntryResult) -> None:
-    """Whole-volume scores of the best checkpoint, computed once and then read back."""
-    from sparsessp_bmz.evaluation import SUMMARY_CSV as EVAL_SUMMARY
-    from sparsessp_bmz.evaluation import evaluate_model, write_results
-    from sparsessp_bmz.metrics import ALL
+    """Whole-volume scores of the best checkpoint (computed once, then read back)."""
+    from sparsessp_bmz.metrics import mean_metrics
+    from sparsessp_bmz.test_scores import scores_of
     from sparsessp_bmz.training.checkpoint import load_trained
 
-    out = config.run_dir() / EVAL_DIR.format(split=split)
-    summary = out / EVAL_SUMMARY
-    if not summary.is_file():
-        result = evaluate_model(load_trained(checkpoint), config.data_settings, split)
-        write_results(result, out)
-    with summary.open(newline="", encoding="utf-8") as handle:
-        records = {record["structure"]: record for record in csv.DictReader(handle)}
-    overall = records.get(ALL) or next(iter(records.values()))
-    for name in ("mse", "mae", "r2", "pearson"):
-        setattr(row, name, float(overall[name]))
+    scores = scores_of(load_trained(checkpoint), split, settings=config.data_settings)
+    overall = mean_metrics(scores.values())
+    for name in METRIC_NAMES:
+        setattr(row, name, getattr(overall, name))
 
 
 def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:

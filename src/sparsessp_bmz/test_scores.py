@@ -1,0 +1,84 @@
+"""Held-out test scores of a checkpoint: evaluated once, stored in its run folder, read back.
+
+A package states its model's test metrics (model card and RDF); the matrix summary and the demo
+show them too. All of them read `RUN/eval-test/`, written by `scores_of`, so every checkpoint is
+evaluated at most once. A stamp names the checkpoint (file, step, save time) the scores belong
+to, so that scores of an earlier or a different checkpoint of the same run are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sparsessp_bmz.data.atomic import write_text
+from sparsessp_bmz.data.config import DataSettings
+from sparsessp_bmz.metrics import ALL, ImageMetrics
+from sparsessp_bmz.trained import TrainedModel
+
+#: Folder of a run's evaluation on a split (`RUN/eval-test`).
+EVAL_DIR = "eval-{split}"
+STAMP_FILE = "evaluated.json"
+TEST = "test"
+
+
+def evaluation_dir(run_dir: Path, split: str = TEST) -> Path:
+    """Where the run's evaluation of `split` lives."""
+    return run_dir / EVAL_DIR.format(split=split)
+
+
+def _stamp(trained: TrainedModel) -> dict[str, object]:
+    facts = trained.facts
+    return {
+        "checkpoint": facts.checkpoint.name if facts.checkpoint is not None else None,
+        "global_step": facts.global_step,
+        "saved_at": facts.saved_at.isoformat() if facts.saved_at is not None else None,
+    }
+
+
+def stored_scores(trained: TrainedModel, split: str = TEST) -> dict[str, ImageMetrics] | None:
+    """The scores stored for exactly this checkpoint, or None."""
+    from sparsessp_bmz.evaluation import SUMMARY_CSV, read_baseline
+
+    run_dir = trained.facts.run_dir
+    if run_dir is None:
+        return None
+    folder = evaluation_dir(run_dir, split)
+    stamp, summary = folder / STAMP_FILE, folder / SUMMARY_CSV
+    if not (stamp.is_file() and summary.is_file()):
+        return None
+    try:
+        if json.loads(stamp.read_text(encoding="utf-8")) != _stamp(trained):
+            return None
+    except json.JSONDecodeError:
+        return None
+    return {k: v for k, v in read_baseline(summary).items() if k != ALL}
+
+
+def scores_of(
+    trained: TrainedModel,
+    split: str = TEST,
+    *,
+    settings: DataSettings | None = None,
+    progress: bool = False,
+) -> dict[str, ImageMetrics]:
+    """Per-structure whole-volume scores of `trained` on `split`, computed once per checkpoint.
+
+    `settings` are the run's data settings (default: the checkpoint's manifest and voxel size).
+    Models that name no manifest (built in Python, not read from a checkpoint) keep the scores
+    they carry.
+    """
+    from sparsessp_bmz.evaluation import evaluate_model, write_results
+
+    if trained.manifest is None or trained.facts.run_dir is None:
+        return dict(trained.test_metrics)
+    stored = stored_scores(trained, split)
+    if stored is not None:
+        return stored
+    if settings is None:
+        settings = DataSettings(manifest=trained.manifest, voxel_size_um=trained.voxel_size_um)
+    result = evaluate_model(trained, settings, split, progress=progress)
+    folder = evaluation_dir(trained.facts.run_dir, split)
+    write_results(result, folder)
+    write_text(folder / STAMP_FILE, json.dumps(_stamp(trained)) + "\n")
+    return {row.structure: row.metrics for row in result.summary if row.structure != ALL}

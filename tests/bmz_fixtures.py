@@ -20,6 +20,10 @@ SPECS = {
     "3d": ModelSpec(
         organelle="mitochondria", ratio=2, topology="3d", width=0.125, units=16, patch=(8, 32, 32)
     ),
+    # one TL plane -> one fluorescence plane (the QuPath variant)
+    "plane": ModelSpec(
+        organelle="dna", ratio=1, topology="2d", width=0.125, units=16, patch=(1, 32, 32)
+    ),
 }
 
 
@@ -47,23 +51,31 @@ def synthetic_volume(
     return tl, target
 
 
-def export_tiny(topology: str, out: Path) -> Path:
+def export_tiny(topology: str, out: Path, variant: str = "standard") -> Path:
     from sparsessp_bmz.bmz.package import export_trained
 
     trained = tiny_trained(topology)
     tl, target = synthetic_volume()
-    return export_trained(trained, out, test_input=tl[:: trained.spec.ratio], test_target=target)
+    return export_trained(
+        trained,
+        out,
+        variant=variant,  # type: ignore[arg-type]
+        test_input=tl[:: trained.spec.ratio],
+        test_target=target,
+    )
 
 
-#: One export per topology per test session, shared by every test module that imports the
-#: fixtures below (each module registers its own fixture, this cache makes them one).
-_EXPORTED: dict[str, Path] = {}
+#: One export per topology and variant per test session, shared by every test module that
+#: imports the fixtures below (each module registers its own fixture, this cache makes them one).
+_EXPORTED: dict[tuple[str, str], Path] = {}
 
 
-def _exported(topology: str, factory: pytest.TempPathFactory) -> Path:
-    if topology not in _EXPORTED:
-        _EXPORTED[topology] = export_tiny(topology, factory.mktemp(f"packages-{topology}"))
-    return _EXPORTED[topology]
+def _exported(topology: str, factory: pytest.TempPathFactory, variant: str = "standard") -> Path:
+    key = (topology, variant)
+    if key not in _EXPORTED:
+        out = factory.mktemp(f"packages-{topology}-{variant}")
+        _EXPORTED[key] = export_tiny(topology, out, variant)
+    return _EXPORTED[key]
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +88,15 @@ def exported_3to2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Zip of the exported variable-depth (3d) package."""
     return _exported("3d", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def exported_dense_3to2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Zip of the dense-grid (ilastik) package of the 3to2d model."""
+    return _exported("3to2d", tmp_path_factory, "dense")
+
+
+@pytest.fixture(scope="session")
+def exported_plane(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Zip of the plane (QuPath) package of a single-plane 2d model."""
+    return _exported("plane", tmp_path_factory, "plane")

@@ -60,6 +60,7 @@ def test_inheritance_cycles_are_reported(tmp_path: Path) -> None:
         ("modle.ratio=4", r"unknown section 'modle'; allowed: model, data, optim, trainer"),
         ("model.ratio=3", r"model.ratio: Input should be 1, 2, 4 or 8 \(got 3\)"),
         ("optim.loss=l1", r"optim.loss: Input should be 'mse' or 'spotlight'"),
+        ("trainer.logger=wandb", r"trainer.logger: Input should be 'csv' or 'tensorboard'"),
         ("model.patch=[8,30,32]", r"multiples of 16"),
         ("ratio", r"must look like section.key=value"),
         ("data.structures=[mitochondria]", r"must be the structures the network predicts"),

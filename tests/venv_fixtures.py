@@ -40,15 +40,32 @@ sys.meta_path.insert(0, _BlockProject())
 '''
 
 
-def env_without_the_project(folder: Path) -> dict[str, str]:
+_KNOWN_ACCOUNTS = """
+# This machine has no network: bioimageio.spec would ask api.github.com about every github_user
+# of the package and fail; it skips names it knows (bioimageio.spec _internal/constants.py
+# KNOWN_GITHUB_USERS), as the online collection CI would find them.
+from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
+
+KNOWN_GITHUB_USERS.update({users!r})
+"""
+
+
+def env_without_the_project(
+    folder: Path, known_github_users: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Environment variables under which no interpreter can import this project.
 
     `sitecustomize` runs after the `.pth` files (the editable install's finder), and the blocker is
     put first on `sys.meta_path`, so it wins over the editable finder and over any `src` on
     `PYTHONPATH`. Run the subprocess with a `cwd` outside the repository as well.
+    `known_github_users` are accounts bioimageio.spec is told exist, for packages that name them
+    (offline it cannot look them up).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    code = _SITECUSTOMIZE
+    if known_github_users:
+        code += _KNOWN_ACCOUNTS.format(users={u.lower() for u in known_github_users})
+    (folder / "sitecustomize.py").write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(folder)
     env.setdefault("OMP_NUM_THREADS", "1")

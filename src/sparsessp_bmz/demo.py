@@ -8,7 +8,6 @@ only redoes what is missing.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -183,8 +182,6 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
                 f"demo preset {path} not found; run the demo from the repository root "
                 f"(where training/ lives) or pass --matrix"
             )
-    # Lightning's INFO lines (devices, logger tips) would bury the demo's own progress
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     start = time.perf_counter()
     console.rule("1/3 simulate cells")
     manifest = _simulate(settings, console)

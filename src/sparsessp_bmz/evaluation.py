@@ -35,6 +35,7 @@ from sparsessp_bmz.data.volumes import load_pair
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.metrics import (
     ALL,
+    METRIC_LABELS,
     METRIC_NAMES,
     ImageMetrics,
     StructureSummary,
@@ -136,12 +137,6 @@ def _find(summary: Sequence[StructureSummary], structure: str) -> ImageMetrics |
 def metric_change(reference: ImageMetrics, other: ImageMetrics) -> dict[str, float]:
     """`other` minus `reference`, per metric (plain differences, not Delta_Imp percentages)."""
     return {name: getattr(other, name) - getattr(reference, name) for name in METRIC_NAMES}
-
-
-def is_plane_model(spec: ModelSpec) -> bool:
-    """One TL plane in, one fluorescence plane out (patch depth 1, r = 1, topology 2d): a model
-    that 2D-only software such as QuPath runs, tile by tile."""
-    return spec.patch[0] == 1 and spec.ratio == 1 and spec.topology == "2d"
 
 
 def check_tile(tile: int) -> int:
@@ -260,12 +255,11 @@ def evaluate_model(
     z-scored once (`tiled`).
     """
     if per_tile is None:
-        per_tile = is_plane_model(trained.spec)
+        per_tile = trained.spec.is_plane
     if per_tile:
         check_tile(tile)
     if settings.structures is None:
-        structures = trained.structures or (trained.spec.organelle,)
-        settings = settings.model_copy(update={"structures": tuple(structures)})
+        settings = settings.model_copy(update={"structures": trained.structures})
     rows = rows_for(settings, split)
     _require_rows(rows, settings, split)
     images: list[ImageResult] = []
@@ -444,13 +438,13 @@ def results_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
     table.add_column("structure")
     table.add_column("images", justify="right")
     for name in METRIC_NAMES:
-        table.add_column(_LABELS[name], justify="right")
+        table.add_column(METRIC_LABELS[name], justify="right")
     if result.deltas:
         for name in METRIC_NAMES:
-            table.add_column(f"Δ {_LABELS[name]} %", justify="right")
+            table.add_column(f"Δ {METRIC_LABELS[name]} %", justify="right")
     if result.per_tile_summary:
         for name in _PER_TILE_SHOWN:
-            table.add_column(f"{_LABELS[name]} per tile (Δ)", justify="right", no_wrap=True)
+            table.add_column(f"{METRIC_LABELS[name]} per tile (Δ)", justify="right", no_wrap=True)
     for index, row in enumerate(result.summary):
         cells = [row.structure, str(row.n_images)]
         cells += [f"{getattr(row.metrics, m):.4f}" for m in METRIC_NAMES]
@@ -458,10 +452,10 @@ def results_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
             delta = result.deltas.get(row.structure, {})
             cells += [f"{delta.get(m, math.nan):+.2f}" for m in METRIC_NAMES]
         if result.per_tile_summary:
-            tiled = result.per_tile(row.structure)
+            per_tile = result.per_tile(row.structure)
             change = result.per_tile_change(row.structure)
             for name in _PER_TILE_SHOWN:
-                value = getattr(tiled, name) if tiled is not None else math.nan
+                value = getattr(per_tile, name) if per_tile is not None else math.nan
                 cells.append(f"{value:.4f} ({change.get(name, math.nan):+.4f})")
         table.add_row(*cells, end_section=index == len(result.summary) - 2)
     return table
@@ -471,9 +465,9 @@ def _per_tile_caption(result: EvaluationResult) -> str | None:
     if not result.per_tile_summary:
         return None
     caption = (
-        f"R² per tile: predicted as QuPath does, in {result.tile}×{result.tile} tiles (at most) "
-        f"each z-scored on its own; Δ = per tile − per image (the volume z-scored once, as in "
-        f"training, and the blended sliding window)."
+        f"R² per tile: predicted as QuPath does, in tiles of at most {result.tile}×{result.tile} "
+        f"pixels, each z-scored on its own; Δ = per tile − per image (the volume z-scored once, "
+        f"as in training, and the blended sliding window)."
     )
     tiled, norm = result.tiled(ALL), result.normalisation_change(ALL)
     if tiled is not None and norm:
@@ -484,6 +478,5 @@ def _per_tile_caption(result: EvaluationResult) -> str | None:
     return caption
 
 
-_LABELS = {"mse": "MSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r"}
 #: Per-tile metrics the table shows (the CSVs have all of them; the table must fit 80 columns).
 _PER_TILE_SHOWN = ("r2",)

@@ -64,7 +64,7 @@ def scores_of(
 ) -> dict[str, ImageMetrics]:
     """Per-structure whole-volume scores of `trained` on `split`, computed once per checkpoint.
 
-    `settings` are the run's data settings (default: the checkpoint's manifest and voxel size).
+    `settings` are the data settings to score on (default: the run's own).
     Models that name no manifest (built in Python, not read from a checkpoint) keep the scores
     they carry.
     """
@@ -75,9 +75,7 @@ def scores_of(
     stored = stored_scores(trained, split)
     if stored is not None:
         return stored
-    if settings is None:
-        settings = DataSettings(manifest=trained.manifest, voxel_size_um=trained.voxel_size_um)
-    result = evaluate_model(trained, settings, split, progress=progress)
+    result = evaluate_model(trained, settings or trained.data_for(), split, progress=progress)
     folder = evaluation_dir(trained.facts.run_dir, split)
     write_results(result, folder)
     write_text(folder / STAMP_FILE, json.dumps(_stamp(trained)) + "\n")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
+from sparsessp_bmz.data.config import DEFAULT_VOXEL_SIZE_UM, DataSettings
+from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.metrics import ImageMetrics
 from sparsessp_bmz.spec import ModelSpec
 
@@ -65,37 +67,64 @@ class TrainingFacts:
 class TrainedModel:
     """A network with its description and the facts about how it was trained.
 
-    `net` is in eval mode on the CPU. `voxel_size_um` is the (z, y, x) size of the *target* grid the
-    network was trained on; the sparse input's z spacing is r times larger. `manifest` and
-    `structures` say where the training data came from so export can take held-out test tensors.
-    `test_metrics` holds whole-volume scores on the test split per structure, once evaluated.
+    `net` is in eval mode on the CPU. `data` are the run's validated data settings, whole (manifest,
+    voxel grid, the fallback voxel size for files that record none, split fractions and seed),
+    restricted to the structures the network learned, so evaluation and export read the data
+    exactly as training did; a network built in Python has none. `test_metrics` holds
+    whole-volume scores on the test split per structure, once evaluated.
     """
 
     spec: ModelSpec
     net: nn.Module
-    voxel_size_um: tuple[float, float, float] = (0.29, 0.29, 0.29)
-    manifest: Path | None = None
-    structures: tuple[str, ...] = ()
+    data: DataSettings | None = None
     facts: TrainingFacts = field(default_factory=TrainingFacts)
     test_metrics: Mapping[str, ImageMetrics] = field(default_factory=dict)
+    #: The target grid of a model that carries no data settings (one loaded from a package).
+    grid_um: tuple[float, float, float] = DEFAULT_VOXEL_SIZE_UM
 
     @property
-    def predicted_structures(self) -> tuple[str, ...]:
-        """The structures this network predicts: its tasks, else its one organelle."""
-        return self.spec.tasks or (self.spec.organelle,)
+    def voxel_size_um(self) -> tuple[float, float, float]:
+        """(z, y, x) size of the *target* grid the network was trained on; the sparse input's z
+        spacing is r times larger."""
+        return self.data.voxel_size_um if self.data is not None else self.grid_um
+
+    @property
+    def manifest(self) -> Path | None:
+        """The training manifest, where export takes held-out test tensors from."""
+        return self.data.manifest if self.data is not None else None
+
+    def data_for(self, structures: tuple[str, ...] | None = None) -> DataSettings:
+        """The training data settings for `structures` (default: the network's), or a clear
+        error for a network that records no training data."""
+        if self.data is None:
+            raise UserInputError(
+                f"{self.spec.model_id} records no training data (it was not read from a "
+                "checkpoint); give the data settings yourself"
+            )
+        return self.data.model_copy(update={"structures": structures or self.structures})
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """The structures this network predicts: its tasks while it takes a task index, else its
+        one organelle (a baked network's spec still lists the tasks it was baked from)."""
+        return self.spec.structures if self.multi_task else (self.spec.organelle,)
+
+    @property
+    def multi_task(self) -> bool:
+        """Whether the network still takes a task index (a package needs it baked first)."""
+        return bool(getattr(self.net, "conditioned", False))
 
     def for_task(self, organelle: str) -> TrainedModel:
         """The task-free model of one structure of a multi-task network (what a package ships).
 
-        The network is baked for `organelle` (see `SparseSSPNet.baked`); a single-task model is
+        The network is baked for `organelle` (see `SparseSSPNet.baked`); a task-free model is
         returned unchanged when `organelle` is its own structure.
         """
-        if not self.spec.tasks:
+        if not self.multi_task:
             if organelle != self.spec.organelle:
                 raise ValueError(f"{self.spec.model_id} predicts only {self.spec.organelle}")
             return self
         baked = self.net.baked(organelle)  # type: ignore[operator]
         metrics = {k: v for k, v in self.test_metrics.items() if k == organelle}
-        return replace(
-            self, spec=baked.spec, net=baked, structures=(organelle,), test_metrics=metrics
-        )
+        data = None if self.data is None else self.data.model_copy(update={"structures": None})
+        return replace(self, spec=baked.spec, net=baked, data=data, test_metrics=metrics)

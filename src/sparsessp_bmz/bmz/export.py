@@ -5,13 +5,15 @@ structure of a multi-task network into its own task-free model, takes the checkp
 test scores (evaluating the test split once if the run has none), and builds, validates and
 places one package per structure and variant. Everything a user can get wrong (a variant that
 does not fit the model, a missing manifest for test tensors) is refused before any package is
-built. In the spirit of CAREamics' `export_to_bmz`; `load_package` is its way back.
+built. In the spirit of CAREamics' `export_to_bmz`/`load_from_bmz`; `load_package` is the way
+back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from sparsessp_bmz.bmz.package import (
     tensors_for,
 )
 from sparsessp_bmz.bmz.variants import package_id, variants_for
+from sparsessp_bmz.metrics import metrics_from_mapping
 from sparsessp_bmz.nets.variants import Variant
 from sparsessp_bmz.trained import TrainedModel
 
@@ -57,7 +60,8 @@ def plan_packages(
 ) -> list[PlannedPackage]:
     """One package per structure and variant; a variant that does not fit is refused here."""
     chosen = variants_for(trained.spec, variants)
-    models = [trained.for_task(task) for task in trained.spec.tasks] or [trained]
+    tasks = trained.spec.tasks if trained.multi_task else (trained.spec.organelle,)
+    models = [trained.for_task(task) for task in tasks]
     return [PlannedPackage(model, variant) for model in models for variant in chosen]
 
 
@@ -106,3 +110,54 @@ def export(
         if on_done is not None:
             on_done(result)
     return outcome
+
+
+def load_package(path: Path) -> TrainedModel:
+    """The model of one of this project's packages (folder, rdf.yaml or zip), ready for
+    `predict_volume` and `evaluate_model`, like `load_trained` for a checkpoint.
+
+    The network is built by this project's own code from `config.sparsessp.spec` and gets the
+    package's state dict; the package's shipped network source is never imported, so a package
+    needs no trust to be loaded. Dense-grid and plane packages give back their inner network,
+    which takes the sparse stack as every SparseSSP network does. A package this project did not
+    write is refused with the reason.
+    """
+    import io
+
+    import torch
+
+    from sparsessp_bmz.bmz.validate import open_package
+    from sparsessp_bmz.bmz.weights import STATE_DICT_FILE
+    from sparsessp_bmz.errors import UserInputError
+    from sparsessp_bmz.nets import build_net
+    from sparsessp_bmz.spec import ModelSpec
+    from sparsessp_bmz.trained import TrainingFacts
+
+    rdf, read, _ = open_package(Path(path))
+    ours = ((rdf.get("config") or {}) if isinstance(rdf, dict) else {}).get("sparsessp")
+    if not isinstance(ours, dict) or "spec" not in ours:
+        raise UserInputError(
+            f"{path} is not a sparsessp-bmz package (its rdf.yaml has no config.sparsessp.spec); "
+            "run foreign packages with bioimageio.core"
+        )
+    spec = ModelSpec.model_validate(ours["spec"])
+    state = torch.load(io.BytesIO(read(STATE_DICT_FILE)), map_location="cpu", weights_only=True)
+    if ours.get("variant", "standard") != "standard":  # wrappers keep the network as `net`
+        state = {key.removeprefix("net."): value for key, value in state.items()}
+    net = build_net(spec)
+    net.load_state_dict(state)
+    grid = tuple(float(v) for v in ours["voxel_size_um"]["output"])
+    if len(grid) == 2:  # a plane package states y and x only
+        grid = (grid[0], *grid)
+    metrics = ours.get("test_metrics")
+    saved_at = rdf.get("timestamp")
+    return TrainedModel(
+        spec=spec,
+        net=net.eval(),
+        grid_um=grid,  # type: ignore[arg-type]
+        facts=TrainingFacts(
+            run=str((ours.get("training") or {}).get("run", "")),
+            saved_at=datetime.fromisoformat(str(saved_at)) if saved_at else None,
+        ),
+        test_metrics={spec.organelle: metrics_from_mapping(metrics)} if metrics else {},
+    )

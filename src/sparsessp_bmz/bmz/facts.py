@@ -240,7 +240,7 @@ def package_facts(
         variant=variant,
         spec=spec,
         publication=publication(template, spec, variant, metadata),
-        structures=trained.structures or (spec.organelle,),
+        structures=trained.structures,
         parameter_count=sum(p.numel() for p in trained.net.parameters()),
         torch_version=torch_version(),
         input_voxel_um=input_voxel,

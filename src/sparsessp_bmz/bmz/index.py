@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+#: Where export writes each package's validation report, beside the packages.
+REPORTS_DIR = "reports"
 INDEX_JSON = "index.json"
 INDEX_MD = "index.md"
 
 
 def _status(out_dir: Path, model_id: str) -> str:
-    report = out_dir / "reports" / f"{model_id}.json"
+    report = out_dir / REPORTS_DIR / f"{model_id}.json"
     if not report.is_file():
         return "not validated"
     records = json.loads(report.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ import yaml
 from sparsessp_bmz.bmz import axes, card, covers, rdf, testdata, weights
 from sparsessp_bmz.bmz.checks import FileReader
 from sparsessp_bmz.bmz.facts import DisplayScale, PackageFacts, package_facts, read_template
+from sparsessp_bmz.bmz.index import REPORTS_DIR, write_index
 from sparsessp_bmz.bmz.metadata import PublisherMetadata
 from sparsessp_bmz.bmz.netsource import write_network_source
 from sparsessp_bmz.bmz.validate import PackageReport, validate_package, write_reports
@@ -33,7 +34,6 @@ from sparsessp_bmz.trained import TrainedModel
 
 #: rdf_templates/ of the repository, installed as the package sparsessp_bmz.rdf_templates.
 TEMPLATES_DIR = Path(str(resources.files("sparsessp_bmz.rdf_templates")))
-REPORTS_DIR = "reports"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -202,9 +202,7 @@ def export_package(
 
     Raises ExportFailedError (nothing placed, report written) when validation fails.
     """
-    from sparsessp_bmz.bmz.index import write_index
-
-    if trained.spec.tasks:
+    if trained.multi_task:
         raise UserInputError(
             f"{trained.spec.model_id} is a multi-task network ({', '.join(trained.spec.tasks)}); "
             "a package has no task input: export it with sparsessp_bmz.bmz.export.export, which "

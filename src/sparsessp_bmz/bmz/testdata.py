@@ -106,18 +106,12 @@ def crop_tensors(
 
 def held_out_tensors(trained: TrainedModel) -> TestTensors:
     """First TEST volume of the model's structure, via the data layer."""
-    from sparsessp_bmz.data.config import DataSettings
     from sparsessp_bmz.data.sparse import subsample
     from sparsessp_bmz.data.splits import rows_for
     from sparsessp_bmz.data.volumes import load_pair
 
-    assert trained.manifest is not None
     spec = trained.spec
-    settings = DataSettings(
-        manifest=trained.manifest,
-        voxel_size_um=trained.voxel_size_um,
-        structures=(spec.organelle,),
-    )
+    settings = trained.data_for((spec.organelle,))
     rows = rows_for(settings, "test")
     if not rows:
         raise UserInputError(

@@ -13,20 +13,16 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.nets.variants import VARIANTS, Variant
 from sparsessp_bmz.spec import ModelSpec
 
-#: Appended to the model id, so every variant is its own package.
-ID_SUFFIX: dict[Variant, str] = {"standard": "", "dense": "-dense", "plane": "-plane"}
+#: Appended to the model id, so every variant is its own package (a plane model's id already
+#: ends in `-plane`, and planes are its only variant).
+ID_SUFFIX: dict[Variant, str] = {"standard": "", "dense": "-dense", "plane": ""}
 #: Variants whose output is scaled for a 0..1 display (ilastik shows outputs as probabilities).
 DISPLAY_SCALED: frozenset[Variant] = frozenset({"dense", "plane"})
 
 
-def is_plane_model(spec: ModelSpec) -> bool:
-    """A network trained on single planes: one TL plane in, one fluorescence plane out."""
-    return spec.patch[0] == 1 and spec.ratio == 1 and spec.topology == "2d"
-
-
 def available_variants(spec: ModelSpec) -> tuple[Variant, ...]:
     """Plane models export as planes only; volume models as standard or dense-grid packages."""
-    return ("plane",) if is_plane_model(spec) else ("standard", "dense")
+    return ("plane",) if spec.is_plane else ("standard", "dense")
 
 
 def default_variants(spec: ModelSpec) -> tuple[Variant, ...]:
@@ -57,7 +53,7 @@ def variants_for(spec: ModelSpec, wanted: tuple[Variant, ...] | None) -> tuple[V
     allowed = available_variants(spec)
     refused = [variant for variant in wanted if variant not in allowed]
     if refused:
-        kind = "plane" if is_plane_model(spec) else "volume"
+        kind = "plane" if spec.is_plane else "volume"
         raise UserInputError(
             f"{spec.model_id} is a {kind} model and cannot be exported as {', '.join(refused)}; "
             f"its variants are {', '.join(allowed)} (plane packages need a model trained on "

@@ -24,6 +24,15 @@ def demo(
     ),
     cells: Annotated[int, typer.Option(help="Simulated fields of cells.")] = 16,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Lightning's own output in every training (device banner, model "
+            "summary, its progress bar).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate cells, train, evaluate, export and validate bioimage.io packages, then summarise.
 
@@ -32,12 +41,14 @@ def demo(
     from rich.console import Console
 
     from sparsessp_bmz.demo import DemoSettings, run_demo, summary_table
+    from sparsessp_bmz.training.progress import verbose_console
 
     console = Console()
     settings = DemoSettings(
         matrix=matrix, work_dir=work_dir, packages_dir=packages_dir, cells=cells, seed=seed
     )
-    result = run_demo(settings, console)
+    with verbose_console(verbose):
+        result = run_demo(settings, console)
     console.print(summary_table(result))
     console.print(f"summary: {result.summary_md}; packages and index: {settings.packages_dir}/")
     if not result.passed:

@@ -51,8 +51,11 @@ def evaluate(
 ) -> None:
     """Predict every volume of a split with the sliding window and score MSE, MAE, R², r.
 
-    For plane models the table and CSVs also hold the per-tile-normalised metrics (per_tile_*)
-    and their change from the normal ones (per_tile_diff_* = per tile - per image).
+    For plane models the table and CSVs also hold the metrics of predicting as QuPath does
+    (per_tile_*: tiles of --tile pixels, each z-scored on its own) and their change from the
+    normal ones (per_tile_diff_* = per tile - per image); the CSVs also separate the part due to
+    the normalisation alone (tiled_*: the same tiles, volume z-scored; per_tile_norm_diff_* = per
+    tile - tiled).
     """
     from rich.console import Console
 
@@ -68,11 +71,15 @@ def evaluate(
 
     trained = load_trained(checkpoint)
     reference = read_baseline(baseline) if baseline is not None else None
-    settings = DataSettings(
-        manifest=manifest.resolve(),
-        voxel_size_um=trained.voxel_size_um,
-        structures=tuple(structure) if structure else None,
-    )
+    # the run's own data settings (voxel grid, fallback voxel size, split protocol) on this
+    # manifest
+    wanted = tuple(structure) if structure else None
+    if trained.data is not None:
+        settings = trained.data_for(wanted).model_copy(update={"manifest": manifest.resolve()})
+    else:
+        settings = DataSettings(
+            manifest=manifest.resolve(), voxel_size_um=trained.voxel_size_um, structures=wanted
+        )
     result = evaluate_model(
         trained,
         settings,

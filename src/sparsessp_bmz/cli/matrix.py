@@ -18,6 +18,14 @@ def matrix(
         list[str] | None,
         typer.Argument(help="Dotted overrides for every entry, e.g. trainer.devices=4."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Lightning's own output (device banner, model summary, its progress bar).",
+        ),
+    ] = False,
 ) -> None:
     """Train, then score on whole test volumes, every entry; skip finished ones; one summary.
 
@@ -27,6 +35,7 @@ def matrix(
     from rich.console import Console
 
     from sparsessp_bmz.training.matrix import run_matrix, summary_table
+    from sparsessp_bmz.training.progress import verbose_console
 
     console = Console()
 
@@ -34,7 +43,8 @@ def matrix(
         name = f"{entry.organelle} r={entry.ratio} {entry.topology}"
         console.rule(f"[bold]{index + 1}/{total}[/] {name}")
 
-    rows, out = run_matrix(file, overrides or [], announce)
+    with verbose_console(verbose):
+        rows, out = run_matrix(file, overrides or [], announce)
     console.print(summary_table(rows))
     failed = sum(row.status == "failed" for row in rows)
     console.print(f"summary: {out / 'summary.csv'} and {out / 'summary.md'}", highlight=False)

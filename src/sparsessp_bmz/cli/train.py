@@ -20,6 +20,14 @@ def train(
         list[str] | None,
         typer.Argument(help="Dotted overrides, e.g. model.ratio=4 optim.max_steps=50."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Lightning's own output (device banner, model summary, its progress bar).",
+        ),
+    ] = False,
 ) -> None:
     """Train with Lightning: best (validation MSE) and last checkpoints, metrics CSV, resume.
 
@@ -29,21 +37,25 @@ def train(
     from rich.console import Console
 
     from sparsessp_bmz.training.config import load_config
+    from sparsessp_bmz.training.progress import verbose_console
     from sparsessp_bmz.training.run import train as run_training
 
     settings = load_config(config, overrides or [])
     console = Console()
-    console.print(f"run folder: {settings.run_dir()}", highlight=False)
-    result = run_training(settings)
+    console.print(f"run folder: {settings.run_dir()}", highlight=False, soft_wrap=True)
+    with verbose_console(verbose):
+        result = run_training(settings)
     if result.status == "already finished":
         console.print(
             f"[bold]{settings.model.model_id}[/] already finished ({result.global_step} steps); "
             f"nothing to do. Raise optim.max_steps/max_epochs to train further.",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"best validation MSE {result.best_val_mse:.4f} after {result.global_step} steps\n"
         f"best checkpoint {result.best_checkpoint}\nlast checkpoint {result.last_checkpoint}\n"
         f"metrics {result.metrics_csv}",
         highlight=False,
+        soft_wrap=True,  # paths stay whole (and clickable) on narrow or non-terminal consoles
     )

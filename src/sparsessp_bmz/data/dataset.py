@@ -111,9 +111,11 @@ class SparsePatchDataset(Dataset[Sample]):
         window = sparse_window(z0, depth, self.ratio, phase)
         sparse = subsample(signal, self.ratio, phase)[window, y0 : y0 + height, x0 : x0 + width]
         dense = target[z0 : z0 + depth, y0 : y0 + height, x0 : x0 + width]
+        # a copy, not np.ascontiguousarray: a flipped axis of length 1 (a plane patch) keeps its
+        # negative stride under ascontiguousarray, which torch refuses
         return {
-            "input": torch.from_numpy(np.ascontiguousarray(sparse)).unsqueeze(0),
-            "target": torch.from_numpy(np.ascontiguousarray(dense)).unsqueeze(0),
+            "input": torch.from_numpy(sparse.copy()).unsqueeze(0),
+            "target": torch.from_numpy(dense.copy()).unsqueeze(0),
             "structure": row.structure,
             "task": self.structures.index(row.structure),
         }

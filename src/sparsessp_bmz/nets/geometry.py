@@ -234,11 +234,22 @@ class GeometryMixin:
             )
 
     @property
+    def structures(self) -> tuple[str, ...]:
+        """The structures the network predicts: its tasks, else its one organelle."""
+        return tuple(self.tasks) or (self.organelle,)
+
+    @property
+    def is_plane(self) -> bool:
+        """A network trained on single planes: one TL plane in, one fluorescence plane out
+        (patch depth 1, ratio 1, topology '2d'); it ships as a 2D package."""
+        return self.patch[0] == 1 and self.ratio == 1 and self.topology == "2d"
+
+    @property
     def model_id(self) -> str:
         """Stable, human-readable identifier, e.g. `sparsessp-dna-r4-3to2d`.
 
         Non-default interpolation/projection/embedding are appended so distinct models never share
-        an id.
+        an id; a plane model ends in `-plane` (its run folder must not be a volume model's).
         """
         parts = ["sparsessp", self.organelle.lower().replace("_", "-"), f"r{self.ratio}"]
         parts.append(self.topology)
@@ -248,6 +259,8 @@ class GeometryMixin:
             parts.append(f"proj{self.projection}")
         if self.embedding != "none":
             parts.append(self.embedding)
+        if self.is_plane:
+            parts.append("plane")
         return "-".join(parts)
 
 

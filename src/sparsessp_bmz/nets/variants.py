@@ -62,7 +62,7 @@ class PlaneNet(nn.Module):
     def __init__(self, net: SparseSSPNet) -> None:
         super().__init__()
         spec = net.spec
-        if spec.patch[0] != 1 or spec.ratio != 1 or spec.topology != "2d":
+        if not spec.is_plane:
             raise ValueError(
                 f"a plane network needs patch depth 1, ratio 1 and topology '2d' (one plane in, "
                 f"one plane out); got depth {spec.patch[0]}, ratio {spec.ratio}, topology "

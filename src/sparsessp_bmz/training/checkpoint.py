@@ -84,9 +84,7 @@ def load_trained(path: Path) -> TrainedModel:
     return TrainedModel(
         spec=config.model,
         net=net,
-        voxel_size_um=tuple(config.data.voxel_size_um),  # type: ignore[arg-type]
-        manifest=config.data.manifest,
-        structures=config.structures,
+        data=config.data_settings,
         facts=_facts(path, checkpoint, config),
     )
 

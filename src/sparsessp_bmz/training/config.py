@@ -23,6 +23,7 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.spec import ModelSpec, Topology
 
 Loss = Literal["mse", "spotlight"]
+MetricsLogger = Literal["csv", "tensorboard"]
 
 #: Top-level sections of a training config (plus `base`, consumed while loading).
 SECTIONS = ("model", "data", "optim", "trainer")
@@ -107,8 +108,18 @@ class TrainerSettings(BaseModel):
     run_dir: Path | None = Field(
         None, description="Explicit run folder; default OUTPUT_DIR/<model id>-<config hash>."
     )
-    progress_bar: bool = True
+    progress_bar: bool = Field(
+        True,
+        description="One progress bar per run (steps/step budget, loss, val_mse); false: none. "
+        "`--verbose` shows Lightning's own bar instead.",
+    )
     log_every_n_steps: int = Field(10, ge=1)
+    logger: MetricsLogger = Field(
+        "csv",
+        description="csv: logs/metrics.csv only; tensorboard: also TensorBoard event files in "
+        "RUN/tensorboard (`tensorboard --logdir RUN`); needs `pip install tensorboard`. "
+        "logs/metrics.csv is written either way.",
+    )
 
 
 class TrainConfig(BaseModel):
@@ -123,7 +134,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _data_matches_model(self) -> TrainConfig:
-        wanted = self.model.tasks or (self.model.organelle,)
+        wanted = self.model.structures
         if self.data.structures is not None and tuple(self.data.structures) != tuple(wanted):
             raise ValueError(
                 f"data.structures {list(self.data.structures)} must be the structures the network "
@@ -135,7 +146,7 @@ class TrainConfig(BaseModel):
     @property
     def structures(self) -> tuple[str, ...]:
         """Structures the run trains on, in task order."""
-        return self.model.tasks or (self.model.organelle,)
+        return self.model.structures
 
     @property
     def data_settings(self) -> DataSettings:

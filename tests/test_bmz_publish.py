@@ -21,7 +21,7 @@ from sparsessp_bmz import evaluation
 from sparsessp_bmz.bmz.metadata import EXAMPLE_FILE, load_metadata
 from sparsessp_bmz.bmz.offline import github_users
 from sparsessp_bmz.cli import app
-from sparsessp_bmz.test_scores import STAMP_FILE, evaluation_dir
+from sparsessp_bmz.scores import STAMP_FILE, evaluation_dir
 from sparsessp_bmz.training.config import config_from_mapping
 from sparsessp_bmz.training.run import train
 

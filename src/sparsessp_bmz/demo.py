@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
-from rich.table import Table
 
-from sparsessp_bmz.data.atomic import write_rows_csv, write_text
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.reporting import Column, console_table, metric_columns
+from sparsessp_bmz.reporting import write_summary as report_summary
 from sparsessp_bmz.spec import Topology
+from sparsessp_bmz.training.matrix import EntryResult
 
-#: The demo's models: structures x ratios x topologies on top of training/demo.yaml.
-DEFAULT_MATRIX = Path("training/demo_matrix.yaml")
-#: The demo's plane model (one TL plane -> one fluorescence plane), exported for QuPath.
-DEFAULT_PLANE = Path("training/plane.yaml")
+#: The demo's models: structures x ratios x topologies on top of a preset, one matrix per preset
+#: (volume models on training/demo.yaml; the plane model for QuPath on training/plane.yaml).
+DEFAULT_MATRICES = (Path("training/demo_matrix.yaml"), Path("training/plane_matrix.yaml"))
 
 
 class DemoSettings(BaseModel):
-    """What the demo simulates and where it writes; the models come from the matrix file."""
+    """What the demo simulates and where it writes; the models come from the matrix files."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    matrix: Path = DEFAULT_MATRIX
+    matrices: tuple[Path, ...] = Field(DEFAULT_MATRICES, min_length=1)
     work_dir: Path = Field(Path("demo_output"), description="Simulated data, runs, summary.")
     packages_dir: Path = Field(Path("packages"), description="Where validated packages land.")
     cells: int = Field(16, ge=4, description="Simulated fields of cells (files).")
@@ -42,27 +42,19 @@ class DemoSettings(BaseModel):
     dense_for: tuple[Topology, ...] = Field(
         ("3to2d",), description="Topologies whose models also get a dense-grid (ilastik) package."
     )
-    plane: Path | None = Field(DEFAULT_PLANE, description="Plane preset to train and export.")
-    plane_overrides: tuple[str, ...] = Field((), description="Overrides of the plane preset.")
 
 
 @dataclass
-class DemoRow:
-    """One package of the demo: how its model trained and scored, how it exported and validated."""
+class DemoRow(EntryResult):
+    """One package of the demo: its model's matrix row plus how the package exported and
+    validated."""
 
-    model_id: str
-    variant: str
-    status: str
-    steps: int = 0
-    r2: float = math.nan
-    pearson: float = math.nan
-    mse: float = math.nan
+    package_id: str = ""
+    variant: str = ""
     package: str = ""
     validation: str = "not run"
     export_s: float = math.nan
     validation_s: float = math.nan
-    error: str = ""
-    run_dir: str = ""
 
 
 @dataclass
@@ -90,7 +82,7 @@ def _simulate(settings: DemoSettings, console: Console) -> Path:
     if manifest.is_file():
         console.print(f"reusing simulated cells in {data_dir}")
         return manifest
-    structures = _matrix_organelles(settings.matrix)
+    structures = _matrix_organelles(settings.matrices)
     simulation = SimulationSettings(
         cells=settings.cells,
         structures=structures,
@@ -107,32 +99,34 @@ def _simulate(settings: DemoSettings, console: Console) -> Path:
     return manifest
 
 
-def _matrix_organelles(matrix: Path) -> tuple[str, ...]:
+def _matrix_organelles(matrices: tuple[Path, ...]) -> tuple[str, ...]:
     from sparsessp_bmz.training.matrix import load_matrix
 
-    settings, _ = load_matrix(matrix)
-    return tuple(settings.organelles)
+    organelles = [name for path in matrices for name in load_matrix(path)[0].organelles]
+    return tuple(dict.fromkeys(organelles))
 
 
-def _export(
-    run_dir: Path, variants: tuple[str, ...], packages_dir: Path, base: DemoRow
-) -> list[DemoRow]:
-    """Export the best checkpoint in each variant; validation decides what is placed."""
+def _export(entry: EntryResult, dense: bool, packages_dir: Path) -> list[DemoRow]:
+    """Export the entry's best checkpoint (plus its dense-grid variant if `dense`); validation
+    decides what is placed."""
     from sparsessp_bmz.bmz.export import export
     from sparsessp_bmz.bmz.package import ExportedPackage, ExportFailedError
+    from sparsessp_bmz.bmz.variants import default_variants
     from sparsessp_bmz.training.checkpoint import load_trained
     from sparsessp_bmz.training.run import BEST, checkpoint_path
 
-    trained = load_trained(checkpoint_path(run_dir, BEST))
+    trained = load_trained(checkpoint_path(Path(entry.run_dir), BEST))
+    variants = default_variants(trained.spec) + (("dense",) if dense else ())
     rows: list[DemoRow] = []
 
     def done(result: ExportedPackage | ExportFailedError) -> None:
+        row = DemoRow(**asdict(entry))
         if isinstance(result, ExportFailedError):
-            row = replace(base, variant="?", validation="failed")
-            row.model_id = result.report.model_id or base.model_id
+            row.package_id = result.report.model_id or entry.model_id
+            row.validation = "failed"
             row.error = f"validation failed, see {result.report_path}"
         else:
-            row = replace(base, model_id=result.facts.package_id, variant=result.facts.variant)
+            row.package_id, row.variant = result.facts.package_id, result.facts.variant
             row.package, row.validation = str(result.archive), "passed"
             row.export_s, row.validation_s = result.timing.build_s, result.timing.validate_s
         rows.append(row)
@@ -141,45 +135,14 @@ def _export(
     return rows
 
 
-def _train_plane(settings: DemoSettings, manifest: Path, console: Console) -> DemoRow:
-    """Train and score the plane model (the matrix covers volume models only)."""
-    from sparsessp_bmz.metrics import mean_metrics
-    from sparsessp_bmz.test_scores import scores_of
-    from sparsessp_bmz.training.checkpoint import load_trained
-    from sparsessp_bmz.training.config import load_config
-    from sparsessp_bmz.training.run import train
-
-    assert settings.plane is not None
-    overrides = [
-        f"data.manifest={manifest}",
-        f"trainer.output_dir={settings.work_dir / 'runs'}",
-        *settings.plane_overrides,
-    ]
-    config = load_config(settings.plane, overrides)
-    console.print(f"[bold]plane model[/]: {config.model.organelle}, {config.model.model_id}")
-    result = train(config)
-    scores = scores_of(load_trained(result.best_checkpoint), settings=config.data_settings)
-    overall = mean_metrics(scores.values())
-    return DemoRow(
-        model_id=config.model.model_id,
-        variant="plane",
-        status=result.status,
-        steps=result.global_step,
-        r2=overall.r2,
-        pearson=overall.pearson,
-        mse=overall.mse,
-        run_dir=str(config.run_dir()),
-    )
-
-
 def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     """Simulate -> train + evaluate (the matrix runner) -> export + validate -> summary."""
     from sparsessp_bmz.training.matrix import run_matrix
 
-    for path in (settings.matrix, settings.plane):
-        if path is not None and not path.is_file():
+    for path in settings.matrices:
+        if not path.is_file():
             raise UserInputError(
-                f"demo preset {path} not found; run the demo from the repository root "
+                f"demo matrix {path} not found; run the demo from the repository root "
                 f"(where training/ lives) or pass --matrix"
             )
     start = time.perf_counter()
@@ -191,85 +154,62 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
         f"data.manifest={manifest}",
         f"trainer.output_dir={settings.work_dir / 'runs'}",
     ]
+    entries: list[EntryResult] = []
+    for matrix in settings.matrices:
 
-    def announce(entry, index: int, total: int) -> None:  # type: ignore[no-untyped-def]
-        console.print(
-            f"[bold]model {index + 1}/{total}[/]: {entry.organelle}, r={entry.ratio}, "
-            f"{entry.topology}"
-        )
+        def announce(entry, index: int, total: int, name: str = matrix.stem) -> None:  # type: ignore[no-untyped-def]
+            console.print(
+                f"[bold]{name} {index + 1}/{total}[/]: {entry.organelle}, r={entry.ratio}, "
+                f"{entry.topology}"
+            )
 
-    entries, _ = run_matrix(settings.matrix, overrides, on_entry=announce)
-    models: list[tuple[DemoRow, tuple[str, ...]]] = []
-    for entry in entries:
-        row = DemoRow(
-            model_id=entry.model_id,
-            variant="standard",
-            status=entry.status,
-            steps=entry.steps,
-            r2=entry.r2,
-            pearson=entry.pearson,
-            mse=entry.mse,
-            error=entry.error,
-            run_dir=entry.run_dir,
-        )
-        dense = ("dense",) if entry.topology in settings.dense_for else ()
-        models.append((row, ("standard", *dense)))
-    if settings.plane is not None:
-        models.append((_train_plane(settings, manifest, console), ("plane",)))
+        entries += run_matrix(matrix, overrides, on_entry=announce)[0]
 
     console.rule("3/3 export and validate bioimage.io packages")
     result = DemoResult()
-    for row, variants in models:
-        if row.status == "failed":
-            result.rows.append(row)
+    for entry in entries:
+        if entry.status == "failed":
+            result.rows.append(DemoRow(**asdict(entry), validation="failed"))
             continue
-        console.print(f"exporting {row.model_id} ({', '.join(variants)}) ...")
-        for package in _export(Path(row.run_dir), variants, settings.packages_dir, row):
-            console.print(f"  {package.validation}: {package.package or package.error}")
-            result.rows.append(package)
+        console.print(f"exporting {entry.model_id} ...")
+        dense = entry.topology in settings.dense_for
+        for row in _export(entry, dense, settings.packages_dir):
+            console.print(f"  {row.validation}: {row.package or row.error}")
+            result.rows.append(row)
     result.seconds = time.perf_counter() - start
     result.summary_md = write_summary(result, settings.work_dir)
     return result
 
 
-_COLUMNS = ("model_id", "variant", "status", "steps", "r2", "pearson", "mse", "validation")
-_COLUMNS += ("package",)
-_COLUMNS += ("export_s", "validation_s", "error")
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
+#: What the demo's summary shows of each package (summary.csv has every field).
+SHOWN = [
+    Column("package_id", "package"),
+    Column("variant", "variant"),
+    Column("status", "training"),
+    Column("steps", "steps", True),
+    *[c for c in metric_columns("test ") if c.key in ("r2", "pearson")],
+    Column("validation", "validation"),
+    Column("export_s", "build s", True),
+    Column("validation_s", "validate s", True),
+    Column("error", "error"),
+]
 
 
 def write_summary(result: DemoResult, work_dir: Path) -> Path:
     """summary.csv and summary.md in the work folder (written atomically)."""
-    cells = [[_cell(getattr(row, c)) for c in _COLUMNS] for row in result.rows]
-    write_rows_csv(work_dir / "summary.csv", _COLUMNS, cells)
-    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    lines.append("")
-    lines.append(f"Total time: {result.seconds:.0f} s")
-    md_path = work_dir / "summary.md"
-    write_text(md_path, "\n".join(lines) + "\n")
-    return md_path
+    records = [asdict(row) for row in result.rows]
+    fields = list(DemoRow.__dataclass_fields__)
+    footer = f"Total time: {result.seconds:.0f} s"
+    return report_summary(records, fields, SHOWN, work_dir, footer)[1]
 
 
-def summary_table(result: DemoResult) -> Table:
+#: The console's closing table fits 80 columns; summary.md has the rest.
+CONSOLE = [SHOWN[0], SHOWN[3], SHOWN[4], SHOWN[6]]
+
+
+def summary_table(result: DemoResult):  # type: ignore[no-untyped-def]
     """The demo's closing table."""
-    table = Table(title=f"SparseSSP demo ({result.seconds:.0f} s)")
-    table.add_column("package / model", no_wrap=True)
-    for column in ("steps", "test R²", "Pearson r"):
-        table.add_column(column, justify="right")
-    table.add_column("validation")
-    for row in result.rows:
-        colour = "green" if row.validation == "passed" else "red"
-        table.add_row(
-            row.package or f"{row.model_id}: {row.error}",
-            str(row.steps),
-            _cell(row.r2),
-            _cell(row.pearson),
-            f"[{colour}]{row.validation}[/]",
-        )
-    return table
+    title = f"SparseSSP demo ({result.seconds:.0f} s)"
+    return console_table(
+        [asdict(row) for row in result.rows], CONSOLE, title, coloured=("validation",)
+    )

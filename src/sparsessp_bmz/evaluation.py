@@ -46,6 +46,7 @@ from sparsessp_bmz.metrics import (
     summarize,
 )
 from sparsessp_bmz.predict import predict_volume, progress_bar
+from sparsessp_bmz.reporting import SUMMARY_CSV
 from sparsessp_bmz.spec import XY_MULTIPLE, ModelSpec
 from sparsessp_bmz.trained import TrainedModel
 
@@ -53,7 +54,6 @@ from sparsessp_bmz.trained import TrainedModel
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 PER_IMAGE_CSV = "per_image.csv"
-SUMMARY_CSV = "summary.csv"
 
 #: The y/x tile (input pixels) QuPath feeds a model. Its bioimage.io support asks for a preferred
 #: 512 x 512 patch snapped to the model's declared sizes, min + k * step <= 512 (qupath/qupath,

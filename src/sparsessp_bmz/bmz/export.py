@@ -83,7 +83,7 @@ def export(
     dense target); without them the manifest's first test volume per structure is used.
     `on_start`/`on_done` let a caller report progress per package.
     """
-    from sparsessp_bmz.test_scores import scores_of
+    from sparsessp_bmz.scores import scores_of
 
     planned = plan_packages(trained, variants)
     scores = scores_of(trained, progress=progress)

@@ -14,8 +14,12 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     matrix: Annotated[
-        Path, typer.Option(help="Models to train (structures x ratios x topologies).")
-    ] = Path("training/demo_matrix.yaml"),
+        list[Path] | None,
+        typer.Option(
+            help="Models to train (structures x ratios x topologies); repeat for several. "
+            "Default: training/demo_matrix.yaml and training/plane_matrix.yaml."
+        ),
+    ] = None,
     work_dir: Annotated[Path, typer.Option(help="Simulated data, runs and summary.")] = Path(
         "demo_output"
     ),
@@ -40,12 +44,16 @@ def demo(
     """
     from rich.console import Console
 
-    from sparsessp_bmz.demo import DemoSettings, run_demo, summary_table
+    from sparsessp_bmz.demo import DEFAULT_MATRICES, DemoSettings, run_demo, summary_table
     from sparsessp_bmz.training.progress import verbose_console
 
     console = Console()
     settings = DemoSettings(
-        matrix=matrix, work_dir=work_dir, packages_dir=packages_dir, cells=cells, seed=seed
+        matrices=tuple(matrix or DEFAULT_MATRICES),
+        work_dir=work_dir,
+        packages_dir=packages_dir,
+        cells=cells,
+        seed=seed,
     )
     with verbose_console(verbose):
         result = run_demo(settings, console)

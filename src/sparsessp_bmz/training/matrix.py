@@ -14,14 +14,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sparsessp_bmz.data.atomic import write_records_csv, write_text
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.metrics import METRIC_NAMES
+from sparsessp_bmz.reporting import Column, console_table, metric_columns
+from sparsessp_bmz.reporting import write_summary as report_summary
 from sparsessp_bmz.spec import SparsityRatio, Topology
 from sparsessp_bmz.training.config import (
     TrainConfig,
@@ -31,8 +31,6 @@ from sparsessp_bmz.training.config import (
     load_raw,
 )
 
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
 ERROR_LOG = "error.log"
 
 
@@ -130,7 +128,7 @@ def summary_dir(path: Path, settings: MatrixSettings, entries: list[Entry]) -> P
 def _evaluate(config: TrainConfig, checkpoint: Path, split: str, row: EntryResult) -> None:
     """Whole-volume scores of the best checkpoint (computed once, then read back)."""
     from sparsessp_bmz.metrics import mean_metrics
-    from sparsessp_bmz.test_scores import scores_of
+    from sparsessp_bmz.scores import scores_of
     from sparsessp_bmz.training.checkpoint import load_trained
 
     scores = scores_of(load_trained(checkpoint), split, settings=config.data_settings)
@@ -189,51 +187,25 @@ def run_matrix(
 
 # ---- summary -------------------------------------------------------------------------------
 
-_METRIC_COLUMNS = ("best_val_mse", "mse", "mae", "r2", "pearson")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
+#: What the summary shows of each row (summary.csv has every field).
+SHOWN = [
+    Column("organelle", "organelle"),
+    Column("ratio", "r", True),
+    Column("topology", "topology"),
+    Column("status", "status"),
+    Column("steps", "steps", True),
+    Column("best_val_mse", "val MSE", True),
+    *metric_columns(),
+    Column("error", "error"),
+]
 
 
 def write_summary(rows: list[EntryResult], out: Path) -> tuple[Path, Path]:
     """summary.csv (all fields) and summary.md (a readable table), written atomically."""
     records = [asdict(row) for row in rows]
-    columns = list(records[0]) if records else list(EntryResult.__dataclass_fields__)
-    csv_path, md_path = out / SUMMARY_CSV, out / SUMMARY_MD
-    write_records_csv(csv_path, columns, records)
-    shown = [c for c in columns if c not in ("run_dir",)]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for record in records:
-        cells = [_cell(record[c]).replace("|", "\\|") for c in shown]
-        lines.append("| " + " | ".join(cells) + " |")
-    write_text(md_path, "\n".join(lines) + "\n")
-    return csv_path, md_path
+    return report_summary(records, list(EntryResult.__dataclass_fields__), SHOWN, out)
 
 
 def summary_table(rows: list[EntryResult]):  # type: ignore[no-untyped-def]
     """A rich table of the summary (status coloured)."""
-    from rich.table import Table
-
-    table = Table(title="SparseSSP model matrix")
-    for column in ("organelle", "r", "topology", "status", "steps"):
-        table.add_column(column, justify="right" if column in ("r", "steps") else "left")
-    for column in ("val MSE", "MSE", "MAE", "R²", "Pearson r"):
-        table.add_column(column, justify="right")
-    table.add_column("error")
-    colours = {"failed": "red", "already finished": "dim"}
-    for row in rows:
-        status = row.status
-        colour = colours.get(status, "green")
-        table.add_row(
-            row.organelle,
-            str(row.ratio),
-            row.topology,
-            f"[{colour}]{status}[/]",
-            str(row.steps),
-            *(_cell(getattr(row, c)) for c in _METRIC_COLUMNS),
-            row.error[:80],
-        )
-    return table
+    return console_table([asdict(row) for row in rows], SHOWN, "SparseSSP model matrix")

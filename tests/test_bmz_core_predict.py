@@ -213,13 +213,16 @@ def test_variable_depth_blocks_must_fit_in_the_field(model_3d):
 
 
 def _display_scale(model) -> tuple[float, float]:
-    """(gain, offset) of the output's scale_linear, checked against config.sparsessp."""
-    (scale,) = [op for op in model.outputs[0].postprocessing if op.id == "scale_linear"]
-    gain, offset = float(np.ravel(scale.kwargs.gain)[0]), float(np.ravel(scale.kwargs.offset)[0])
+    """(gain, offset) of the 0..1 map inside the dense-grid network, checked against what the
+    RDF states (config.sparsessp and the output's data.scale/offset, the inverse map)."""
+    kwargs = model.weights.pytorch_state_dict.architecture.kwargs
+    gain, offset = kwargs["display"]
     stated = model.config.sparsessp["display_scale"]  # type: ignore[union-attr]
     low, high = stated["low"], stated["high"]
     assert gain == pytest.approx(1 / (high - low), rel=1e-6)
     assert offset == pytest.approx(-low / (high - low), rel=1e-6, abs=1e-9)
+    data = model.outputs[0].data
+    assert data.scale == pytest.approx(high - low) and data.offset == pytest.approx(low)
     return gain, offset
 
 

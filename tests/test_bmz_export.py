@@ -13,7 +13,14 @@ import onnxruntime
 import pytest
 import torch
 import yaml
-from bmz_fixtures import SPECS, exported_3d, exported_3to2d, synthetic_volume, tiny_trained
+from bmz_fixtures import (
+    SPECS,
+    export_tiny,
+    exported_3d,
+    exported_3to2d,
+    synthetic_volume,
+    tiny_trained,
+)
 
 from sparsessp_bmz.bmz import axes, package, weights
 from sparsessp_bmz.bmz.netsource import write_network_source
@@ -76,6 +83,7 @@ def test_rdf_is_written_in_the_dialect_deepimagej_reads(exported_3to2d: Path):
     assert architecture["kwargs"]["variant"] == "standard"
     for absent in ("maintainers", "links", "git_repo", "training_data"):  # no nulls
         assert absent not in rdf
+    assert all(None not in entry.values() for entry in rdf["cite"])
 
 
 def test_cover_is_a_small_png(exported_3to2d: Path):
@@ -173,13 +181,14 @@ def _assert_nothing_placed(out: Path, model_id: str) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def _export_failing_validation(out: Path) -> str:
+def _export_failing_validation(out: Path, nothing_placed: bool = True) -> str:
     """Export a tiny 3to2d model that must fail validation; check nothing was placed."""
     trained = tiny_trained("3to2d")
     tl, target = synthetic_volume()
     with pytest.raises(package.ExportFailedError, match="failed validation"):
         package.export_trained(trained, out, test_input=tl[::2], test_target=target)
-    _assert_nothing_placed(out, trained.spec.model_id)
+    if nothing_placed:
+        _assert_nothing_placed(out, trained.spec.model_id)
     return trained.spec.model_id
 
 
@@ -188,8 +197,21 @@ def test_failed_validation_leaves_no_package_but_a_report(
 ):
     monkeypatch.setattr(package, "validate_package", _failing_report)
     model_id = _export_failing_validation(tmp_path)
-    assert "boom" in (tmp_path / "reports" / f"{model_id}.md").read_text()
+    assert "boom" in (tmp_path / "reports" / f"{model_id}.failed.md").read_text()
     assert json.loads((tmp_path / "index.json").read_text())["packages"] == []
+
+
+def test_a_failed_reexport_keeps_the_placed_package_and_its_passed_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    archive = export_tiny("3to2d", tmp_path)
+    placed = archive.read_bytes()
+    monkeypatch.setattr(package, "validate_package", _failing_report)
+    model_id = _export_failing_validation(tmp_path, nothing_placed=False)
+    assert archive.read_bytes() == placed
+    index = json.loads((tmp_path / "index.json").read_text())["packages"]
+    assert [(e["id"], e["validation"]) for e in index] == [(model_id, "passed")]
+    assert "boom" in (tmp_path / "reports" / f"{model_id}.failed.md").read_text()
 
 
 @pytest.mark.slow
@@ -201,7 +223,7 @@ def test_package_whose_test_output_is_wrong_fails_real_validation_and_is_not_pla
         package.testdata, "predict", lambda net, sparse: real_predict(net, sparse) + 1.0
     )
     model_id = _export_failing_validation(tmp_path)
-    report = (tmp_path / "reports" / f"{model_id}.md").read_text()
+    report = (tmp_path / "reports" / f"{model_id}.failed.md").read_text()
     assert "FAILED" in report and "Reproduce test outputs" in report
 
 

@@ -81,28 +81,31 @@ def test_dense_grid_package_predicts_from_every_rth_slice_only(
     first = _run_all_formats(folder, rdf, dense)[0]
     second = _run_all_formats(folder, rdf, repeated)[0]
     np.testing.assert_array_equal(first, second)
-    expected = tiny_trained("3to2d").net(torch.from_numpy(dense[:, :, ::r])).detach().numpy()
-    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-5)
+    raw = tiny_trained("3to2d").net(torch.from_numpy(dense[:, :, ::r])).detach().numpy()
+    gain, offset = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["display"]
+    np.testing.assert_allclose(first, raw * gain + offset, rtol=1e-4, atol=1e-5)
 
 
 def test_dense_grid_output_is_scaled_for_display_and_invertible(
     exported_dense_3to2d: Path, tmp_path: Path
 ):
     rdf, folder = _unpack(exported_dense_3to2d, tmp_path)
-    (step,) = rdf["outputs"][0]["postprocessing"][-1:] or [None]
-    scale_linear = [p for p in rdf["outputs"][0]["postprocessing"] if p["id"] == "scale_linear"]
-    assert len(scale_linear) == 1 and step is not None
-    kwargs = scale_linear[0]["kwargs"]
+    output = rdf["outputs"][0]
+    assert "postprocessing" not in output  # the map is inside the network: no op to misread
     display = rdf["config"]["sparsessp"]["display_scale"]
     low, high = display["low"], display["high"]
-    assert kwargs["gain"] == [pytest.approx(1 / (high - low))]
-    assert kwargs["offset"] == [pytest.approx(-low / (high - low))]
+    gain, offset = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["display"]
+    assert gain == pytest.approx(1 / (high - low)) and offset == pytest.approx(-low / (high - low))
+    # the RDF says how values convert back: physical (z-score) = value * scale + offset
+    assert output["data"]["scale"] == pytest.approx(high - low)
+    assert output["data"]["offset"] == pytest.approx(low)
     test_output = np.load(folder / "test_output.npy")
     inside = np.mean((test_output >= 0) & (test_output <= 1))
     assert inside == pytest.approx(display["inside_0_1"]) and inside > 0.99
-    # undoing the map gives the network's z-scored prediction back
+    # undoing the map gives the network's own z-scored prediction back
     test_input = np.load(folder / "test_input.npy")
-    raw = _run_all_formats(folder, rdf, test_input)[0]
+    r = SPECS["3to2d"].ratio
+    raw = tiny_trained("3to2d").net(torch.from_numpy(test_input[:, :, ::r])).detach().numpy()
     np.testing.assert_allclose(test_output * (high - low) + low, raw, rtol=1e-4, atol=1e-4)
 
 

@@ -10,6 +10,7 @@ from data_fixtures import SMALL_FIELD
 
 from sparsessp_bmz.data.config import SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate
+from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.training.matrix import run_matrix
 
 
@@ -42,27 +43,47 @@ def read_summary(out: Path) -> list[dict[str, str]]:
 
 
 def test_matrix_survives_a_failing_entry_and_skips_finished_ones(
-    manifest: Path, tmp_path: Path
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 'golgi' is not in the manifest: that entry fails, the DNA entry still trains and scores.
-    matrix = write_matrix(tmp_path, manifest, "[golgi, dna]")
+    # the mitochondria entry crashes while training: it fails, the DNA entry still trains and scores
+    from sparsessp_bmz.training import run
+
+    real_train = run.train
+
+    def crashing(config, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if config.model.organelle == "mitochondria":
+            config.run_dir().mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("simulated crash of mitochondria")
+        return real_train(config, *args, **kwargs)
+
+    monkeypatch.setattr(run, "train", crashing)
+    matrix = write_matrix(tmp_path, manifest, "[mitochondria, dna]")
     rows, out = run_matrix(matrix)
     by_organelle = {row.organelle: row for row in rows}
-    assert by_organelle["golgi"].status == "failed"
-    assert "golgi" in by_organelle["golgi"].error
-    assert (Path(by_organelle["golgi"].run_dir) / "error.log").is_file()
+    assert by_organelle["mitochondria"].status == "failed"
+    assert "mitochondria" in by_organelle["mitochondria"].error
+    assert (Path(by_organelle["mitochondria"].run_dir) / "error.log").is_file()
     dna = by_organelle["dna"]
     assert dna.status == "trained" and dna.steps == 2
     assert -10 < dna.r2 < 1 and dna.mse > 0
     summary = read_summary(out)
-    assert [r["organelle"] for r in summary] == ["golgi", "dna"]
+    assert [r["organelle"] for r in summary] == ["mitochondria", "dna"]
     assert (out / "summary.md").read_text().count("\n") == 4
 
     rows, _ = run_matrix(matrix)
     again = {row.organelle: row for row in rows}
     assert again["dna"].status == "already finished"
     assert again["dna"].r2 == pytest.approx(dna.r2)
-    assert again["golgi"].status == "failed"
+    assert again["mitochondria"].status == "failed"
+
+
+def test_an_unknown_organelle_stops_the_matrix_before_anything_is_trained(
+    manifest: Path, tmp_path: Path
+) -> None:
+    matrix = write_matrix(tmp_path, manifest, "[dna, golgi]")
+    with pytest.raises(UserInputError, match=r"matrix entry golgi/r2/3to2d: .*golgi"):
+        run_matrix(matrix)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_an_invalid_entry_config_is_reported_not_raised(manifest: Path, tmp_path: Path) -> None:

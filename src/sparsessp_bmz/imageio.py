@@ -8,11 +8,14 @@ a manifest row: the sparse/dense distinction, the model's grid, and checks with 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sparsessp_bmz import guards
 from sparsessp_bmz.data.atomic import atomic_output
 from sparsessp_bmz.data.config import VoxelSize
 from sparsessp_bmz.data.imageio import read_stack
@@ -22,6 +25,8 @@ from sparsessp_bmz.errors import UserInputError
 
 #: A sparse stack needs at least this many slices: one slice has no z context to learn from.
 MIN_SPARSE_SLICES = 2
+#: What `write_ome_tiff` writes: OME-TIFF, so only TIFF names (a .png would hold TIFF bytes).
+OUTPUT_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ def read_prediction_input(
     channel: int = 0,
     dense_phase: int | None = None,
     fallback_voxel_size_um: VoxelSize | None = None,
+    time: int | None = None,
 ) -> PredictionInput:
     """Read one channel of a TL stack and prepare it the way training prepared its inputs.
 
@@ -59,7 +65,15 @@ def read_prediction_input(
     mz, my, mx = model_voxel_size_um
     dense = dense_phase is not None
     file_grid = (mz, my, mx) if dense else (ratio * mz, my, mx)
-    stack = read_stack(path, channel, f"input {path}", fallback_voxel_size_um or file_grid)
+    stack = read_stack(
+        path,
+        channel,
+        f"input {path}",
+        fallback_voxel_size_um or file_grid,
+        time=time,
+        time_option="--time",
+        channel_hint="choose the TL channel with --channel",
+    )
     volume = stack.data
     if volume.shape[0] == 1:
         raise UserInputError(_single_plane_message(path, volume.shape[1:]))
@@ -69,6 +83,7 @@ def read_prediction_input(
             f"input {path} contains {bad} NaN or infinite values; clean or crop the image"
         )
     resampled = not np.allclose(stack.voxel_size_um, file_grid, rtol=1e-3)
+    guards.check_resample(volume.shape, stack.voxel_size_um, file_grid, f"input {path.name}")
     volume = resample(volume, stack.voxel_size_um, file_grid)
     volume = zscore(volume, f"input {path}")
     if dense:
@@ -104,7 +119,64 @@ def write_ome_tiff(path: Path, volume_zyx: np.ndarray, voxel_size_um: VoxelSize)
         "PhysicalSizeX": float(x),
         "PhysicalSizeXUnit": "µm",
     }
-    with atomic_output(Path(path)) as handle:
-        tifffile.imwrite(
-            handle, np.asarray(volume_zyx, dtype=np.float32), ome=True, metadata=metadata
+    path = Path(path)
+    try:
+        with atomic_output(path) as handle:
+            tifffile.imwrite(
+                handle, np.asarray(volume_zyx, dtype=np.float32), ome=True, metadata=metadata
+            )
+    except OSError as err:
+        raise UserInputError(
+            f"cannot write {path}: {err.strerror or err}; nothing was written under that name "
+            "(it keeps what it held before): free disk space or choose another folder"
+        ) from err
+
+
+def check_output_path(output: Path, sources: Mapping[str, Path]) -> None:
+    """Refuse an OUTPUT that cannot or must not be written, before any work.
+
+    It must not be one of the `sources` (e.g. {"INPUT": ..., "checkpoint": ...}: writing there
+    would destroy them) nor a folder, must have a TIFF name (the writer writes OME-TIFF), and its
+    folder (or the nearest one that exists, as missing folders are created) must be writable.
+    """
+    output = Path(output)
+    for role, source in sources.items():
+        if _same_file(output, Path(source)):
+            raise UserInputError(
+                f"output {output} is the {role} ({source}); writing the prediction there would "
+                "destroy it: choose another output name"
+            )
+    if output.is_dir():
+        raise UserInputError(
+            f"output {output} is a folder; give a file name inside it, e.g. "
+            f"{output / 'prediction.ome.tif'}"
         )
+    name = output.name.lower()
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise UserInputError(
+            f"output {output} must be a TIFF name: the prediction is written as OME-TIFF; use "
+            f"one of {', '.join(OUTPUT_SUFFIXES)} (e.g. {output.stem.split('.')[0]}.ome.tif)"
+        )
+    folder = output.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserInputError(
+            f"output {output} cannot be created: {folder} is a file, not a folder; choose "
+            "another output path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserInputError(
+            f"output {output} cannot be written: the folder {folder} is read-only for you; "
+            "choose a folder you can write to"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name one file (symlinks and hard links included)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.absolute().resolve() == b.absolute().resolve()

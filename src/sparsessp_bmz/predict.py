@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsessp_bmz import guards
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.spec import ModelSpec
 
@@ -126,6 +127,41 @@ def zscore_window(window: np.ndarray, eps: float = ZMUV_EPS) -> np.ndarray:
     return ((window - mean) / (std + eps)).astype(np.float32)
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch device that exists on this machine, or one clear error (before any
+    work: torch itself fails only when the network is moved, with a traceback)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise UserInputError(
+            f"device {str(device)!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        ) from err
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(
+                f"device {str(device)!r}: CUDA is not available here (torch {torch.__version__}, "
+                "no usable NVIDIA GPU or a CPU-only build); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise UserInputError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1}); pick one of them or use --device cpu"
+            )
+        return parsed
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserInputError(
+                f"device {str(device)!r}: Apple MPS is not available here; use --device cpu"
+            )
+        return parsed
+    raise UserInputError(
+        f"device {str(device)!r} is not supported for prediction; use cpu, cuda, cuda:N or mps"
+    )
+
+
 def _net_device(net: nn.Module) -> torch.device:
     for parameter in net.parameters():
         return parameter.device
@@ -163,6 +199,8 @@ def predict_volume(
     depth, height, width = volume.shape
     input_window = resolve_window(spec, window)
     plan = plan_windows(volume.shape, input_window, overlap)  # type: ignore[arg-type]
+    guards.check_prediction(volume.shape, input_window, spec.ratio)
+    chosen_device = None if device is None else resolve_device(device)
     pads = [(0, p - s) for p, s in zip(plan.padded_shape, volume.shape, strict=True)]
     if any(after for _, after in pads):
         volume = np.pad(volume, pads, mode="reflect")
@@ -174,8 +212,8 @@ def predict_volume(
     total = np.zeros(padded_out, dtype=np.float32)
     norm = np.zeros(padded_out, dtype=np.float32)
 
-    if device is not None:
-        net.to(device)
+    if chosen_device is not None:
+        net.to(chosen_device)
     target_device = _net_device(net)
     was_training = net.training
     net.eval()

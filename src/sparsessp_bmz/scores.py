@@ -27,17 +27,22 @@ def evaluation_dir(run_dir: Path, split: str = TEST) -> Path:
     return run_dir / EVAL_DIR.format(split=split)
 
 
-def _stamp(trained: TrainedModel) -> dict[str, object]:
+def _stamp(trained: TrainedModel, settings: DataSettings, split: str) -> dict[str, object]:
+    """What the stored scores are of: which checkpoint, on which data, split and structures."""
     facts = trained.facts
     return {
         "checkpoint": facts.checkpoint.name if facts.checkpoint is not None else None,
         "global_step": facts.global_step,
         "saved_at": facts.saved_at.isoformat() if facts.saved_at is not None else None,
+        "split": split,
+        "data": settings.model_dump(mode="json", exclude={"cache_mb"}),
     }
 
 
-def stored_scores(trained: TrainedModel, split: str = TEST) -> dict[str, ImageMetrics] | None:
-    """The scores stored for exactly this checkpoint, or None."""
+def stored_scores(
+    trained: TrainedModel, settings: DataSettings, split: str = TEST
+) -> dict[str, ImageMetrics] | None:
+    """The scores stored for exactly this checkpoint, data and split, or None."""
     from sparsessp_bmz.evaluation import SUMMARY_CSV, read_baseline
 
     run_dir = trained.facts.run_dir
@@ -48,7 +53,7 @@ def stored_scores(trained: TrainedModel, split: str = TEST) -> dict[str, ImageMe
     if not (stamp.is_file() and summary.is_file()):
         return None
     try:
-        if json.loads(stamp.read_text(encoding="utf-8")) != _stamp(trained):
+        if json.loads(stamp.read_text(encoding="utf-8")) != _stamp(trained, settings, split):
             return None
     except json.JSONDecodeError:
         return None
@@ -72,11 +77,13 @@ def scores_of(
 
     if trained.manifest is None or trained.facts.run_dir is None:
         return dict(trained.test_metrics)
-    stored = stored_scores(trained, split)
+    settings = settings or trained.data_for()
+    stored = stored_scores(trained, settings, split)
     if stored is not None:
         return stored
-    result = evaluate_model(trained, settings or trained.data_for(), split, progress=progress)
+    result = evaluate_model(trained, settings, split, progress=progress)
     folder = evaluation_dir(trained.facts.run_dir, split)
+    (folder / STAMP_FILE).unlink(missing_ok=True)  # never an old stamp beside new scores
     write_results(result, folder)
-    write_text(folder / STAMP_FILE, json.dumps(_stamp(trained)) + "\n")
+    write_text(folder / STAMP_FILE, json.dumps(_stamp(trained, settings, split)) + "\n")
     return {row.structure: row.metrics for row in result.summary if row.structure != ALL}

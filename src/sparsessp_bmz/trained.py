@@ -44,12 +44,21 @@ class TrainingFacts:
 
     @property
     def run_dir(self) -> Path | None:
-        """RUN of RUN/checkpoints/<file>.ckpt."""
-        return None if self.checkpoint is None else self.checkpoint.parent.parent
+        """RUN of RUN/checkpoints/<file>.ckpt; None for a checkpoint kept anywhere else (a copy
+        outside its run has no run folder to store evaluations in)."""
+        if self.checkpoint is None or self.checkpoint.parent.name != "checkpoints":
+            return None
+        return self.checkpoint.parent.parent
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs trained when the checkpoint was saved: checkpoints record Lightning's 0-based
+        epoch index, and ours are saved at the end of an epoch's validation."""
+        return self.epoch + 1 if self.global_step else 0
 
     def settings_text(self) -> str:
         """One line of the settings a reader of a model card wants to see."""
-        parts = [f"{self.global_step} steps ({self.epoch} epochs)", f"loss {self.loss}"]
+        parts = [f"{self.global_step} steps ({self.epochs_done} epochs)", f"loss {self.loss}"]
         if self.lr is not None:
             parts.append(f"Adam, learning rate {self.lr:g}")
         if self.batch_size is not None:

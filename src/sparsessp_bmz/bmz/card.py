@@ -53,12 +53,17 @@ def training_text(facts: PackageFacts) -> str:
     """What the network was trained on and where the test tensors come from."""
     parts = []
     structures = ", ".join(facts.structures)
-    if facts.manifest_name is not None:
+    data = facts.data
+    if facts.manifest_name is not None and data is not None:
+        test = round(100 * data.test_fraction)
+        val = round(100 * data.val_fraction)
+        flips = "with z/y/x flips" if data.flips else "without flips"
         parts.append(
             f"Manifest `{facts.manifest_name}` (structures: {structures}), split per structure "
-            "75/25 train/test (seed 42), then 90/10 train/validation (RepMode's protocol); "
-            "every volume z-scored; random crops of the training patch with z/y/x flips; the "
-            "sparse input is the TL stack subsampled on the global grid (phase 0)."
+            f"{100 - test}/{test} train/test (seed {data.split_seed}), then {100 - val}/{val} "
+            "train/validation (RepMode's protocol); every volume z-scored; random crops of the "
+            f"training patch {flips}; the sparse input is the TL stack subsampled on the global "
+            "grid (phase 0)."
         )
     else:
         parts.append(f"Structures: {structures}. The checkpoint records no training manifest.")
@@ -120,7 +125,9 @@ def input_output_text(facts: PackageFacts) -> str:
         )
     if variant == "dense":
         depth = (
-            f"z: exactly {spec.patch[0]} slices."
+            f"z: exactly {spec.patch[0]} slices; a tiling consumer cuts deeper stacks into "
+            f"blocks of {spec.patch[0]}, so give a depth that is a multiple of "
+            f"{spec.patch[0]} (else the last block starts off the sparse grid)."
             if spec.fixed_depth
             else f"z: any positive multiple of {spec.input_depth_step * r} slices."
         )
@@ -188,8 +195,7 @@ def _how_to(facts: PackageFacts, consumer: str) -> str:
         f"`bioimageio predict {zip_name} --inputs stack.tif --blockwise 2` (the stack's y and x "
         f"must be 32 + 16k; the block must fit inside the image); in Python "
         f"`bioimageio.core.predict(model='{zip_name}', inputs=Tensor(array, dims={dims}), "
-        f"blocksize_parameter=1)` takes any ({zyx}) size the network accepts. Blocked "
-        "prediction agreed with `sparsessp-bmz predict` to R² 0.996-0.998 on simulated fields."
+        f"blocksize_parameter=1)` takes any ({zyx}) size the network accepts."
     )
 
 

@@ -126,8 +126,10 @@ def load_package(path: Path) -> TrainedModel:
 
     import torch
 
+    from sparsessp_bmz.bmz.facts import DEFAULT_TIMESTAMP
     from sparsessp_bmz.bmz.validate import open_package
     from sparsessp_bmz.bmz.weights import STATE_DICT_FILE
+    from sparsessp_bmz.data.config import DEFAULT_VOXEL_SIZE_UM
     from sparsessp_bmz.errors import UserInputError
     from sparsessp_bmz.nets import build_net
     from sparsessp_bmz.spec import ModelSpec
@@ -145,19 +147,25 @@ def load_package(path: Path) -> TrainedModel:
     if ours.get("variant", "standard") != "standard":  # wrappers keep the network as `net`
         state = {key.removeprefix("net."): value for key, value in state.items()}
     net = build_net(spec)
+    if net.conditioned:  # a multi-task network baked for one structure, as the package stores it
+        net = net.baked()
     net.load_state_dict(state)
-    grid = tuple(float(v) for v in ours["voxel_size_um"]["output"])
-    if len(grid) == 2:  # a plane package states y and x only
-        grid = (grid[0], *grid)
+    grid = tuple(float(v) for v in ours.get("target_grid_um") or ours["voxel_size_um"]["output"])
+    training = ours.get("training") or {}
     metrics = ours.get("test_metrics")
-    saved_at = rdf.get("timestamp")
+    saved_at = datetime.fromisoformat(str(rdf["timestamp"])) if rdf.get("timestamp") else None
     return TrainedModel(
         spec=spec,
         net=net.eval(),
-        grid_um=grid,  # type: ignore[arg-type]
+        grid_um=grid if len(grid) == 3 else DEFAULT_VOXEL_SIZE_UM,  # type: ignore[arg-type]
         facts=TrainingFacts(
-            run=str((ours.get("training") or {}).get("run", "")),
-            saved_at=datetime.fromisoformat(str(saved_at)) if saved_at else None,
+            run=str(training.get("run", "")),
+            global_step=int(training.get("global_step") or 0),
+            epoch=int(training.get("epoch") or 0),
+            precision=str(training.get("precision") or ""),
+            seed=training.get("seed"),
+            best_val_mse=training.get("best_val_mse"),
+            saved_at=None if saved_at == DEFAULT_TIMESTAMP else saved_at,
         ),
         test_metrics={spec.organelle: metrics_from_mapping(metrics)} if metrics else {},
     )

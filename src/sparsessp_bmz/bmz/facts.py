@@ -27,6 +27,7 @@ from sparsessp_bmz.bmz.metadata import (
     placeholder_fields,
 )
 from sparsessp_bmz.bmz.variants import DISPLAY_SCALED, package_id
+from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.metrics import ImageMetrics
 from sparsessp_bmz.nets.variants import Variant
 from sparsessp_bmz.spec import ModelSpec
@@ -72,7 +73,8 @@ class PackageFiles:
 
 @dataclass(frozen=True)
 class DisplayScale:
-    """A fixed `scale_linear` that maps the model's usual output range onto 0..1.
+    """A fixed linear map of the model's usual output range onto 0..1 (inside the network, see
+    `nets.variants.DisplayMap`).
 
     ilastik shows every network output as a 0..1 probability layer (and QuPath's pixel
     classifiers expect probabilities), while SparseSSP predicts z-scored intensities of roughly
@@ -104,8 +106,13 @@ class DisplayScale:
     def offset(self) -> float:
         return -self.low / (self.high - self.low)
 
+    @property
+    def map(self) -> tuple[float, float]:
+        """(gain, offset) for `nets.variants.wrap_variant`."""
+        return self.gain, self.offset
+
     def apply(self, prediction: np.ndarray) -> np.ndarray:
-        """What bioimageio.core's `scale_linear` computes (float32)."""
+        """The map on an array, as the network applies it (float32)."""
         return (prediction * np.float32(self.gain) + np.float32(self.offset)).astype(np.float32)
 
 
@@ -153,7 +160,10 @@ def publication(
         return " ".join(fill_template(text, values).split())
 
     name = fill(meta.name or template["name"]) + VARIANT_LABEL[variant]
-    description = fill(meta.description or template["description"][variant])
+    description = fill(template["description"][variant])
+    if meta.description:  # the publisher's words, then what this variant takes and gives
+        note = template["variant_note"].get(variant, "")
+        description = fill(f"{meta.description} {note}")
     tags = [fill(str(tag)).lower() for tag in template["tags"][variant]]
     tags += [tag for tag in meta.tags if tag not in tags]
     cite = [Citation(text=entry["text"], doi=entry["doi"]) for entry in template["cite"]]
@@ -188,8 +198,13 @@ class PackageFacts:
     #: (z, y, x) voxel sizes in micrometres of the input and output grids (no z for planes).
     input_voxel_um: tuple[float, ...]
     output_voxel_um: tuple[float, ...]
+    #: (z, y, x) of the grid the network was trained on (planes too: their z step matters for
+    #: nothing here, but a model loaded back from the package keeps it).
+    target_grid_um: tuple[float, float, float]
     timestamp: datetime
     training: TrainingFacts
+    #: The run's data settings (split protocol, flips), None for a model built in Python.
+    data: DataSettings | None
     manifest_name: str | None
     test_metrics: ImageMetrics | None
     test_source: str
@@ -205,7 +220,10 @@ class PackageFacts:
     @property
     def architecture_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the shipped architecture callable."""
-        return {**self.spec_kwargs, "variant": self.variant}
+        kwargs: dict[str, Any] = {**self.spec_kwargs, "variant": self.variant}
+        if self.display is not None:
+            kwargs["display"] = [self.display.gain, self.display.offset]
+        return kwargs
 
 
 def torch_version() -> str:
@@ -245,8 +263,10 @@ def package_facts(
         torch_version=torch_version(),
         input_voxel_um=input_voxel,
         output_voxel_um=output_voxel,
+        target_grid_um=trained.voxel_size_um,
         timestamp=trained.facts.saved_at or DEFAULT_TIMESTAMP,
         training=trained.facts,
+        data=trained.data,
         manifest_name=trained.manifest.name if trained.manifest is not None else None,
         test_metrics=trained.test_metrics.get(spec.organelle),
         test_source=test_source,

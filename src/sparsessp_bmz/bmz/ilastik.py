@@ -414,6 +414,15 @@ def check_probability_display(rdf: dict[str, Any]) -> CheckResult:
     ]
     if bounded:
         return _ok(name, f"postprocessing {bounded[-1]} keeps the output in 0..1")
+    # sparsessp-bmz's dense-grid and plane packages map the output inside the network (see
+    # nets/variants.py DisplayMap) and record the range they map in config.sparsessp
+    display = ((rdf.get("config") or {}).get("sparsessp") or {}).get("display_scale")
+    if isinstance(display, dict) and {"low", "high"} <= set(display):
+        return _ok(
+            name,
+            f"the network maps [{display['low']:.3g}, {display['high']:.3g}] onto 0..1 for "
+            "ilastik's probability display (values outside are shown clipped)",
+        )
     rescaled = [op for op in ops if op in RESCALING_OPS]
     if rescaled:
         return _ok(

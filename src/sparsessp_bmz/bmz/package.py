@@ -5,13 +5,26 @@ bioimageio.core and the deepImageJ checks, and only then renamed into place; a p
 validation never appears in `packages/`, its report does (`packages/reports/<id>.md`).
 Every file is deterministic (weights, tensors, YAML, PNG, zip entry times), so exporting the same
 checkpoint twice gives the same bytes.
+
+State stays recoverable: the work folder `.<id>.<random>/` records its owner (host, pid, process
+start) in `owner.json`; every export first removes work folders whose owner is gone (or, for
+another host's or an unrecorded owner, that nobody touched for `STALE_AFTER_S`), putting back a
+package a killed export had moved aside while replacing it. A destination that cannot be written
+(a file where the folder goes, a read-only folder) is refused before any work, and a full disk
+while writing is one UserInputError with nothing placed and no work folder left.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import re
 import shutil
+import socket
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -37,12 +50,18 @@ TEMPLATES_DIR = Path(str(resources.files("sparsessp_bmz.rdf_templates")))
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+#: Stem suffix of the report of a package that failed validation (reports/<id>.failed.md).
+FAILED_SUFFIX = ".failed"
+
+
 class ExportFailedError(RuntimeError):
-    """The built package did not validate; nothing was placed, the report says why."""
+    """The built package did not validate; nothing was placed (a package placed earlier under
+    the same id stays), the report says why."""
 
     def __init__(self, report: PackageReport, report_path: Path) -> None:
         super().__init__(
-            f"package {report.model_id} failed validation and was not placed; see {report_path}"
+            f"package {report.model_id} failed validation and was not placed (a package placed "
+            f"earlier under this id is kept); see {report_path}"
         )
         self.report = report
         self.report_path = report_path
@@ -104,11 +123,11 @@ def build_folder(
 
     spec = trained.spec
     spec.check_input_shape(*tensors.sparse.shape)
-    net = wrap_variant(trained.net, variant).eval()
     image = testdata.variant_input(tensors, spec, variant)
-    raw_prediction = testdata.predict(net, image)
+    raw_prediction = testdata.predict(wrap_variant(trained.net, variant), image)
     display = DisplayScale.of(raw_prediction) if variant in DISPLAY_SCALED else None
-    prediction = raw_prediction if display is None else display.apply(raw_prediction)
+    net = wrap_variant(trained.net, variant, None if display is None else display.map).eval()
+    prediction = testdata.predict(net, image)
     facts = package_facts(
         trained,
         variant,
@@ -168,16 +187,190 @@ def tensors_for(
     return testdata.held_out_tensors(trained)
 
 
-def _replace(source: Path, destination: Path) -> None:
-    """Put `source` at `destination`, removing what was there (same file system: renames)."""
-    if destination.is_dir():
-        trash = destination.with_name(f".{destination.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        destination.rename(trash)
-        source.rename(destination)
-        shutil.rmtree(trash)
-    else:
-        source.replace(destination)
+# --- Work folders and placement ------------------------------------------------------------
+#: The work folder's record of who owns it.
+OWNER_FILE = "owner.json"
+#: Inside a work folder: what placing moved aside (put back if the export dies before finishing).
+REPLACED_DIR = "replaced"
+#: A work folder of another host, or without an owner record, is stale after this long untouched.
+STALE_AFTER_S = 3600.0
+#: `tempfile.mkdtemp(prefix=".<id>.")` names: a dot, the package id, a dot, 8 random characters.
+_WORK_NAME = re.compile(r"^\.(?P<id>[^/]+)\.(?P<random>[a-z0-9_]{8})$")
+#: Where exports before 2026-11-22 moved a package aside while replacing it.
+_LEGACY_TRASH = re.compile(r"^\.(?P<id>[^/]+)\.old$")
+#: Errors of the disk rather than of this program: reported as one line, never a traceback.
+DISK_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time (Linux /proc), to tell a live owner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19] if ")" in stat else None
+
+
+def _owner_record() -> dict[str, object]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid)}
+
+
+def _alive(owner: dict[str, object]) -> bool | None:
+    """True/False for an owner on this host; None when it cannot be told (another host)."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, someone else's
+        return True
+    started = owner.get("started")
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _idle_s(folder: Path) -> float:
+    """Seconds since anything in `folder` last changed."""
+    newest = 0.0
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            newest = max(newest, path.lstat().st_mtime)
+        except OSError:
+            continue
+    return time.time() - newest
+
+
+def _abandoned(work: Path) -> bool:
+    try:
+        owner = json.loads((work / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        owner = None
+    alive = _alive(owner) if isinstance(owner, dict) else None
+    if alive is not None:
+        return not alive
+    return _idle_s(work) > STALE_AFTER_S
+
+
+def clean_work_folders(out_dir: Path) -> list[Path]:
+    """Remove the work folders of exports that died (kill -9, power loss) in `out_dir`; put back
+    any package such an export had moved aside. Returns what was removed. A live export's work
+    folder is never touched; neither is any other hidden entry (`.git`, ...)."""
+    removed: list[Path] = []
+    if not out_dir.is_dir():
+        return removed
+    for work in sorted(out_dir.iterdir()):
+        if work.is_symlink() or not work.is_dir():
+            continue
+        legacy = _LEGACY_TRASH.match(work.name)
+        if legacy and _idle_s(work) > STALE_AFTER_S:
+            target = out_dir / legacy["id"]
+            if not target.exists() and not target.is_symlink():
+                work.rename(target)  # that export died before placing the new package
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+            continue
+        if not _WORK_NAME.match(work.name):
+            continue
+        if not _abandoned(work):
+            continue
+        replaced = work / REPLACED_DIR
+        for old in sorted(replaced.iterdir()) if replaced.is_dir() else []:
+            target = out_dir / old.name
+            if not target.exists() and not target.is_symlink():
+                old.rename(target)  # the export died between moving it aside and placing
+        shutil.rmtree(work, ignore_errors=True)
+        if not work.exists():
+            removed.append(work)
+    if removed:
+        names = ", ".join(w.name for w in removed)
+        warnings.warn(f"removed work folders of interrupted exports: {names}", stacklevel=2)
+    return removed
+
+
+def _writable(folder: Path) -> str | None:
+    """Why nothing can be written in the existing folder `folder`, or None."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def check_out_dir(out_dir: Path, package_ids: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output folder that is a file, sits under a file, cannot be
+    written, or where a package's folder/zip, the index or the reports folder would replace
+    something of another kind (a file named like a package folder, ...)."""
+    out_dir = Path(out_dir)
+    existing = out_dir
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(
+            f"--out {out_dir}: {existing} is a file, not a folder; give a folder for the "
+            "packages (it is created if missing)"
+        )
+    why = _writable(existing)
+    if why is not None:
+        raise UserInputError(
+            f"--out {out_dir}: cannot write in {existing} ({why}); give a folder you can write"
+        )
+    wanted_dirs = [REPORTS_DIR, *package_ids]
+    wanted_files = ["index.json", "index.md", *(f"{i}.zip" for i in package_ids)]
+    for name in wanted_dirs:
+        path = out_dir / name
+        if path.exists() and not path.is_dir():
+            raise UserInputError(
+                f"{path} is a file where export puts a folder; move it away and export again"
+            )
+    for name in wanted_files:
+        path = out_dir / name
+        if path.exists() and not path.is_file():
+            raise UserInputError(
+                f"{path} is a folder where export puts a file; move it away and export again"
+            )
+
+
+def _replace(source: Path, destination: Path, trash: Path) -> Path | None:
+    """Put `source` at `destination` (renames, same file system); what was there goes to
+    `trash` (inside the work folder) and is returned, so it can be put back."""
+    moved = None
+    if destination.is_dir() and not destination.is_symlink():
+        trash.mkdir(exist_ok=True)
+        moved = trash / destination.name
+        destination.rename(moved)
+    source.replace(destination)
+    return moved
+
+
+def _place(pairs: list[tuple[Path, Path]], trash: Path) -> None:
+    """Place every (built, destination) or none: on a failure, the destinations already
+    replaced get their old content back."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for source, destination in pairs:
+            done.append((destination, _replace(source, destination, trash)))
+    except OSError:
+        for destination, moved in reversed(done):
+            if destination.is_dir() and not destination.is_symlink():
+                shutil.rmtree(destination, ignore_errors=True)
+            else:
+                destination.unlink(missing_ok=True)
+            if moved is not None:
+                moved.rename(destination)
+        raise
+
+
+def _disk_error(err: OSError, package: str, out_dir: Path) -> UserInputError:
+    return UserInputError(
+        f"could not write package {package} in {out_dir}: {err.strerror or err}; nothing was "
+        "placed - free disk space (or fix the folder's permissions) and export again"
+    )
 
 
 @dataclass(frozen=True)
@@ -210,9 +403,17 @@ def export_package(
         )
     package = package_id(trained.spec, variant)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=out_dir))
+    check_out_dir(out_dir, (package,))
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_work_folders(out_dir)
+        work = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=out_dir))
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise _disk_error(err, package, out_dir) from err
+    try:
+        (work / OWNER_FILE).write_text(json.dumps(_owner_record()) + "\n", encoding="utf-8")
         start = time.perf_counter()
         folder = work / package
         folder.mkdir()
@@ -221,17 +422,33 @@ def export_package(
         )
         archive = zip_folder(folder, work / f"{package}.zip")
         built = time.perf_counter()
+        # our own package: its shipped network source is recognised, every format is tested
         report = validate_package(archive)
         report.source = str(out_dir / f"{package}.zip")
         validated = time.perf_counter()
-        _, report_md = write_reports([report], out_dir / REPORTS_DIR, stem=package)
+        reports = out_dir / REPORTS_DIR
         if not report.passed:
+            # beside, not over, the report of a package already placed under this id: the index
+            # must keep saying that package passed (it stays, untouched)
+            _, report_md = write_reports([report], reports, stem=f"{package}{FAILED_SUFFIX}")
             raise ExportFailedError(report, report_md)
-        _replace(folder, out_dir / package)
-        _replace(archive, out_dir / f"{package}.zip")
+        write_reports([report], reports, stem=package)
+        for stale in reports.glob(f"{package}{FAILED_SUFFIX}.*"):
+            stale.unlink()
+        _place(
+            [(folder, out_dir / package), (archive, out_dir / f"{package}.zip")],
+            work / REPLACED_DIR,
+        )
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise _disk_error(err, package, out_dir) from err
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        write_index(out_dir)
+        try:
+            write_index(out_dir)
+        except OSError as err:  # the index is rebuilt by the next export
+            warnings.warn(f"could not rewrite the index of {out_dir}: {err}", stacklevel=2)
     timing = ExportTiming(built - start, validated - built)
     return ExportedPackage(out_dir / f"{package}.zip", facts, timing)
 

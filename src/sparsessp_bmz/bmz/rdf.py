@@ -49,25 +49,9 @@ def _tensors(facts: PackageFacts) -> tuple[v0_5.InputTensorDescr, v0_5.OutputTen
             )
         )
     ]
-    postprocessing: list[v0_5.PostprocessingDescr] = []
     what = f"z-scored {spec.organelle} fluorescence"
     if facts.display is not None:
-        # gain and offset as one-element lists along the channel axis: QuPath's reader takes
-        # only lists (qupath/qupath-bioimageio-spec: tensor/Processing.java); bioimageio.core
-        # and tiktorch read both forms
-        postprocessing.append(
-            v0_5.ScaleLinearDescr(
-                kwargs=v0_5.ScaleLinearAlongAxisKwargs(
-                    axis=v0_5.AxisId("channel"),
-                    gain=[facts.display.gain],
-                    offset=[facts.display.offset],
-                )
-            )
-        )
-        what = (
-            f"{spec.organelle} fluorescence, z-scored then mapped linearly so that "
-            f"[{facts.display.low:.3g}, {facts.display.high:.3g}] becomes [0, 1]"
-        )
+        what = f"{spec.organelle} fluorescence mapped onto 0..1 (data.scale/offset: z-score)"
     raw = v0_5.InputTensorDescr(
         id=v0_5.TensorId(axes.INPUT_ID),
         description=_input_description(facts),
@@ -83,9 +67,22 @@ def _tensors(facts: PackageFacts) -> tuple[v0_5.InputTensorDescr, v0_5.OutputTen
         axes=axes.output_axes(spec, variant),
         test_tensor=v0_5.FileDescr(source=Path(files.test_output)),
         sample_tensor=v0_5.FileDescr(source=Path(files.sample_output)),
-        postprocessing=postprocessing,
+        **_display_data(facts),
     )
     return raw, prediction
+
+
+def _display_data(facts: PackageFacts) -> dict[str, Any]:
+    """A display-scaled output states how its values convert back to z-scores (the spec's
+    `data.scale`/`data.offset`: physical = value * scale + offset)."""
+    if facts.display is None:
+        return {}
+    span = facts.display.high - facts.display.low
+    return {
+        "data": v0_5.IntervalOrRatioDataDescr(
+            type="float32", scale=span, offset=facts.display.low, unit="arbitrary unit"
+        )
+    }
 
 
 def _weights(facts: PackageFacts) -> v0_5.WeightsDescr:
@@ -117,7 +114,7 @@ def _training_details(facts: PackageFacts) -> v0_5.TrainingDetails:
     details: dict[str, Any] = {
         "training_preprocessing": TRAINING_PREPROCESSING,
         "loss_function": t.loss,
-        "training_epochs": float(t.epoch),
+        "training_epochs": float(t.epochs_done),
     }
     if t.batch_size is not None:
         details["training_batch_size"] = float(t.batch_size)
@@ -137,7 +134,10 @@ def _people(facts: PackageFacts) -> tuple[list[v0_5.Author], list[v0_5.Maintaine
 
 
 def _cite(facts: PackageFacts) -> list[v0_5.CiteEntry]:
-    entries = [v0_5.CiteEntry(text=c.text, doi=c.doi, url=c.url) for c in facts.publication.cite]
+    entries = [  # only the fields that are set: no `url: null` in the RDF
+        v0_5.CiteEntry(**{k: v for k, v in c.model_dump().items() if v is not None})
+        for c in facts.publication.cite
+    ]
     data = facts.publication.training_data
     if data is not None and data.kind == "doi":
         entries.append(v0_5.CiteEntry(text="Training data", doi=data.ref))
@@ -160,6 +160,7 @@ def sparsessp_config(facts: PackageFacts) -> dict[str, Any]:
             "input": list(facts.input_voxel_um),
             "output": list(facts.output_voxel_um),
         },
+        "target_grid_um": list(facts.target_grid_um),
         "structures": list(facts.structures),
         "manifest": facts.manifest_name,
         "test_metrics": None if metrics is None else metrics.as_dict(),
@@ -167,6 +168,8 @@ def sparsessp_config(facts: PackageFacts) -> dict[str, Any]:
             "run": t.run,
             "global_step": t.global_step,
             "epoch": t.epoch,
+            "lr": t.lr,
+            "batch_size": t.batch_size,
             "precision": t.precision,
             "seed": t.seed,
             "best_val_mse": t.best_val_mse,

@@ -7,9 +7,17 @@ too, so that check costs no second run. The consumer and collection checks read 
 written, because bioimageio.core upgrades what it loads and would hide exactly what deepImageJ
 trips over.
 
-Profiles: `default` passes a package when every weight format passes `test_model` and deepImageJ
-accepts it; the collection checks are reported but do not fail it. `collection` also fails on
-every collection error (warnings never fail). An ilastik or QuPath refusal never fails a package:
+Foreign code: bioimageio.core imports and calls a state dict's architecture (and custom
+processing ops) when testing, so a format that would run code from the package is tested only
+with `trust_code=True` (`validate --trust-code`); otherwise it is reported as skipped, see
+`bmz.trust`. This project's own packages are recognised (their shipped network source is byte for
+byte what this installation generates) and tested fully. Descriptions are size-checked before
+they are parsed (`bmz.limits`).
+
+Profiles: `default` passes a package when every weight format passes `test_model` (or is
+skipped as untrusted code, as long as one format ran and passed) and deepImageJ accepts it; the
+collection checks are reported but do not fail it. `collection` also fails on every collection
+error (warnings never fail). An ilastik or QuPath refusal never fails a package:
 a 3D package is simply not for QuPath.
 """
 
@@ -25,10 +33,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel
 
-from sparsessp_bmz.bmz import collection
+from sparsessp_bmz.bmz import collection, limits, trust
 from sparsessp_bmz.bmz.checks import CheckResult, FileReader, fail, ok
 from sparsessp_bmz.bmz.consumers import ConsumerVerdict, static_verdicts
 from sparsessp_bmz.bmz.offline import accounts_unchecked, github_users
@@ -45,12 +52,28 @@ RUNNER_CHECK = "model_runner_tolerance"
 
 
 class FormatResult(BaseModel):
-    """bioimageio.core `test_model` for one weight format."""
+    """bioimageio.core `test_model` for one weight format.
+
+    `status` is bioimageio.core's (`passed`, `failed`, `valid-format`, ...) or `skipped` when the
+    format was not run because testing it would run code from the package (`errors` says what
+    and how to consent, see `bmz.trust`).
+    """
 
     weight_format: str
     status: str
     errors: list[str]
     seconds: float
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == trust.SKIPPED
+
+    @property
+    def short(self) -> str:
+        """`ok`, the status, or `skipped (untrusted code)` for the summary line."""
+        if self.status == "passed":
+            return "ok"
+        return "skipped (untrusted code)" if self.skipped else self.status
 
 
 class PackageReport(BaseModel):
@@ -61,6 +84,7 @@ class PackageReport(BaseModel):
     name: str | None = None
     profile: Profile = "default"
     online: bool = False
+    trust_code: bool = False
     formats: list[FormatResult] = []
     consumers: list[ConsumerVerdict] = []
     collection: list[CheckResult] = []
@@ -76,10 +100,12 @@ class PackageReport(BaseModel):
 
     @property
     def passed(self) -> bool:
+        # a format skipped for untrusted code does not fail the package, but something must
+        # have been run: a package whose formats are all skipped cannot pass
         return (
             self.error is None
-            and bool(self.formats)
-            and all(f.status == "passed" for f in self.formats)
+            and any(f.status == "passed" for f in self.formats)
+            and all(f.status == "passed" or f.skipped for f in self.formats)
             and all(c.accepted for c in self.consumers if c.name in REQUIRED_CONSUMERS)
             and (self.profile != "collection" or not self.collection_errors)
         )
@@ -87,9 +113,7 @@ class PackageReport(BaseModel):
     def summary_line(self) -> str:
         """One line: verdict, id, per-format status, consumers, collection, time, source."""
         verdict = "PASS" if self.passed else "FAIL"
-        formats = ", ".join(
-            f"{f.weight_format} {'ok' if f.status == 'passed' else f.status}" for f in self.formats
-        )
+        formats = ", ".join(f"{f.weight_format} {f.short}" for f in self.formats)
         consumers = " ".join(f"{c.name} {'yes' if c.accepted else 'no'}" for c in self.consumers)
         warnings = sum(not c.passed and not c.blocking for c in self.collection)
         collection_part = (
@@ -107,34 +131,86 @@ def _rdf_name(names: Sequence[str]) -> str | None:
     return next((n for n in names if n.endswith(".bioimageio.yaml") and "/" not in n), None)
 
 
+def _zip_reader(path: Path) -> FileReader:
+    def read_zip(member: str) -> bytes:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(member)
+
+    return read_zip
+
+
+def _open_zip(path: Path) -> tuple[dict[str, Any], FileReader, str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            limits.check_zip(path, archive)
+            names = archive.namelist()
+            name = _rdf_name(names)
+            if name is None:
+                nested = next((n for n in names if n.rsplit("/", 1)[-1] in RDF_NAMES), None)
+                hint = (
+                    f" (it has {nested}: zip the package folder's contents, not the folder)"
+                    if nested
+                    else ""
+                )
+                raise UserInputError(
+                    f"{path} holds no rdf.yaml or bioimageio.yaml at its root{hint}; it is not a "
+                    "model package"
+                )
+            data = limits.read_zip_rdf(path, archive, name)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise UserInputError(
+            f"{path} is not a readable zip archive ({err}); it is truncated or corrupt - export "
+            "or download the package again"
+        ) from err
+    where = f"{path}: {name}"
+    rdf = limits.parse_rdf(where, data)
+    limits.check_file_sources(where, rdf)
+    return rdf, _zip_reader(path), str(path)
+
+
 def open_package(path: Path) -> tuple[dict[str, Any], FileReader, str]:
     """(raw RDF, reader of package-relative files, source to hand to bioimageio.core) of a
-    package folder, rdf.yaml/bioimageio.yaml file or zip."""
+    package folder, rdf.yaml/bioimageio.yaml file or zip.
+
+    Raises UserInputError (one line: what is wrong, what to give instead) for anything that is
+    no package description: missing, not a zip or UTF-8 YAML, over the size limits
+    (`bmz.limits`), YAML that does not parse or has python tags, not a mapping. Nothing of the
+    package is parsed before its size is checked.
+    """
+    path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path} does not exist; give a package folder, rdf.yaml or .zip")
     if path.is_dir():
-        name = _rdf_name([p.name for p in path.iterdir()])
+        try:
+            name = _rdf_name([p.name for p in path.iterdir()])
+        except OSError as err:
+            raise UserInputError(f"{path} cannot be listed ({err.strerror or err})") from err
         if name is None:
-            raise UserInputError(f"{path} holds no rdf.yaml or bioimageio.yaml")
+            raise UserInputError(
+                f"{path} holds no rdf.yaml or bioimageio.yaml; give a package folder, rdf.yaml "
+                "or .zip"
+            )
         return open_package(path / name)
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            name = _rdf_name(archive.namelist())
-            if name is None:
-                raise UserInputError(f"{path} holds no rdf.yaml or bioimageio.yaml at its root")
-            rdf = yaml.safe_load(archive.read(name))
+    if path.is_file() and zipfile.is_zipfile(path):
+        return _open_zip(path)
+    if path.suffix.lower() == ".zip":
+        raise UserInputError(
+            f"{path} is not a zip archive (truncated or corrupt); export or download the "
+            "package again"
+        )
+    rdf = limits.parse_rdf(str(path), limits.read_rdf_file(path))
+    limits.check_file_sources(str(path), rdf)
 
-        def read_zip(member: str) -> bytes:
-            with zipfile.ZipFile(path) as archive:
-                return archive.read(member)
-
-        return rdf, read_zip, str(path)
-    rdf = yaml.safe_load(path.read_text(encoding="utf-8"))
+    root = path.parent.resolve()
 
     def read_file(member: str) -> bytes:
         if "://" in member:
             raise FileNotFoundError(f"{member} is remote; validation runs offline")
-        return (path.parent / member).read_bytes()
+        target = (root / member).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            # /dev/zero, a FIFO or ../../secret named by a hostile RDF is never read
+            raise FileNotFoundError(f"{member} is not a file inside the package folder")
+        return target.read_bytes()
 
     return rdf, read_file, str(path)
 
@@ -209,12 +285,14 @@ def check_runner_tolerance(
     rdf: dict[str, Any], read: FileReader, outputs: dict[str, Path]
 ) -> CheckResult:
     """The outputs each format computed in its test_model run (saved in `outputs[format]`),
-    against the test outputs at the runner's tolerance."""
+    against the test outputs at the runner's tolerance. Only reads those saved arrays (no
+    pickles) and the package's test outputs: nothing of the package is imported. Formats skipped
+    for untrusted code are not in `outputs`."""
     rtol, atol, per_million = runner_tolerance()
     tolerance = f"rtol {rtol:g}, atol {atol:g}, {per_million:g} per million"
     expected_files = [t for t in collection.tensor_files(rdf) if t.kind == "outputs"]
     if not outputs or not expected_files:
-        return fail(RUNNER_CHECK, "no weights or no test outputs to compare")
+        return fail(RUNNER_CHECK, "no weight format was run, or no test outputs to compare")
     failures, passes = [], []
     for fmt, folder in outputs.items():
         for tensor in expected_files:
@@ -230,7 +308,8 @@ def check_runner_tolerance(
                 return fail(
                     RUNNER_CHECK, f"cannot read test output {tensor.test}: {err}", "warning"
                 )
-            reproduced, text = _reproduced(np.load(actual_path), expected)
+            actual = np.load(actual_path, allow_pickle=False)
+            reproduced, text = _reproduced(actual, expected)
             (passes if reproduced else failures).append(f"{where}: {text}")
     if failures:
         return fail(RUNNER_CHECK, f"at {tolerance}: " + "; ".join(failures + passes))
@@ -244,11 +323,14 @@ def runtime_verdicts(formats: Sequence[FormatResult]) -> list[ConsumerVerdict]:
         CheckResult(
             name=f"test_model {f.weight_format}",
             passed=f.status == "passed",
-            message=f"{f.status} in {f.seconds:.1f} s"
+            message=(f"{f.status} in {f.seconds:.1f} s" if not f.skipped else f.status)
             + (f": {'; '.join(f.errors)}" if f.errors else ""),
+            severity="warning" if f.skipped else "error",
         )
         for f in formats
     ]
+    if formats and not any(f.status == "passed" for f in formats):
+        checks.append(fail("tested_formats", "no weight format was tested and passed"))
     core = ConsumerVerdict.from_checks("bioimageio.core", checks)
     napari = ConsumerVerdict.from_checks(
         "napari",
@@ -268,38 +350,63 @@ def _model_id(rdf: dict[str, Any]) -> str | None:
     return str(rdf.get("id") or nickname or "") or None
 
 
+def _skipped(weight_format: str, reason: str) -> FormatResult:
+    return FormatResult(
+        weight_format=weight_format,
+        status=trust.SKIPPED,
+        errors=[trust.skip_message(reason)],
+        seconds=0.0,
+    )
+
+
 def validate_package(
-    path: Path, *, profile: Profile = "default", online: bool = False
+    path: Path,
+    *,
+    profile: Profile = "default",
+    online: bool = False,
+    trust_code: bool = False,
 ) -> PackageReport:
     """test_model for every weight format, the consumer checks and the collection checks.
 
     Never raises on a bad package (the report says what is wrong), only on a path that is no
-    package at all or an unknown profile. `online=True` lets the collection checks look up
-    GitHub accounts; nothing else uses the network.
+    package description at all (`open_package`) or an unknown profile. `online=True` lets the
+    collection checks look up GitHub accounts; nothing else uses the network.
+
+    Without `trust_code`, a weight format whose test would import or run code from the package
+    (a state dict whose architecture is not this project's own network source, a custom
+    processing op, Keras/TensorFlow weights; see `bmz.trust`) is not run but reported as
+    `skipped` with the reason; the other formats are tested. No consumer or collection check
+    imports package code.
     """
     if profile not in PROFILES:
         raise UserInputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     start = time.perf_counter()
     path = Path(path)
     rdf, read, source = open_package(path)
-    report = PackageReport(source=str(path), profile=profile, online=online)
-    if not isinstance(rdf, dict):
-        report.error = "the RDF is not a YAML mapping"
-        return report
+    report = PackageReport(source=str(path), profile=profile, online=online, trust_code=trust_code)
     report.model_id = _model_id(rdf)
     report.name = rdf.get("name") if isinstance(rdf.get("name"), str) else None
     weights = rdf.get("weights")
     formats = [fmt for fmt, entry in weights.items() if entry] if isinstance(weights, dict) else []
+    untrusted = {} if trust_code else trust.untrusted_formats(rdf, read)
+    everywhere = None if trust_code else trust.package_code(rdf)
     # offline, bioimageio.core must not ask GitHub about the package's accounts (its request
     # fails without a network and fails the whole test); the collection checks report them as
     # not checked instead
     unchecked = accounts_unchecked([] if online else github_users(rdf))
     try:
         with unchecked, tempfile.TemporaryDirectory(prefix="sparsessp-validate-") as tmp:
-            outputs = {fmt: Path(tmp) / fmt for fmt in formats}
-            report.formats = [_test_format(source, fmt, outputs[fmt]) for fmt in formats] or [
-                _test_format(source, None, Path(tmp) / "all")
-            ]
+            run = [fmt for fmt in formats if fmt not in untrusted]
+            outputs = {fmt: Path(tmp) / fmt for fmt in run}
+            results = {fmt: _test_format(source, fmt, outputs[fmt]) for fmt in run}
+            results |= {fmt: _skipped(fmt, reason) for fmt, reason in untrusted.items()}
+            report.formats = [results[fmt] for fmt in formats]
+            if not formats:  # no weights to name: bioimageio.core says what is wrong
+                report.formats = (
+                    [_skipped("all", everywhere)]
+                    if everywhere
+                    else [_test_format(source, None, Path(tmp) / "all")]
+                )
             runner = check_runner_tolerance(rdf, read, outputs)
         report.consumers = runtime_verdicts(report.formats) + static_verdicts(rdf, read)
         report.collection = [*collection.run_checks(rdf, read, online=online), runner]
@@ -323,7 +430,11 @@ def _package_section(r: PackageReport) -> list[str]:
     lines = ["", f"## {r.model_id or r.source}", "", f"Source: `{r.source}`"]
     if r.error:
         lines += ["", f"Validation crashed: {r.error}"]
-    problems = [f"`{f.weight_format}`: {e}" for f in r.formats for e in f.errors]
+    skipped = [f"`{f.weight_format}`: {e}" for f in r.formats if f.skipped for e in f.errors]
+    if skipped:
+        lines += ["", "Not run (`--trust-code` runs them):", ""]
+        lines += [f"* {p}" for p in skipped]
+    problems = [f"`{f.weight_format}`: {e}" for f in r.formats if not f.skipped for e in f.errors]
     if problems:
         lines += ["", "bioimageio.core `test_model` failures:", ""]
         lines += [f"* {p}" for p in problems]

@@ -110,6 +110,30 @@ def _trace_main(source: str, kwargs_json: str, state_dict: str, example: str, ou
     with torch.no_grad():
         traced = torch.jit.trace(net, x, _store_inputs=False)
     traced.save(out)
+    strip_debug_records(Path(out))
+
+
+def strip_debug_records(path: Path) -> None:
+    """Drop the `*.debug_pkl` records of a TorchScript archive, in place.
+
+    They map graph nodes to Python source lines, with the absolute paths of this checkout and
+    of the installed torch: packages would leak local paths, and re-exports from another folder
+    or machine would differ. torch.jit.load does not need them.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        records = [
+            (info, archive.read(info))
+            for info in archive.infolist()
+            if not info.filename.endswith(".debug_pkl")
+        ]
+    temporary = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
+        for info, data in records:
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(entry, data)
+    temporary.replace(path)
 
 
 def write_onnx(

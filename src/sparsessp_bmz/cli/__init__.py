@@ -11,12 +11,14 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sparsessp_bmz.errors import UserInputError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "data",
+    "check",
     "train",
     "matrix",
     "predict",
@@ -49,5 +51,6 @@ def main() -> None:
     try:
         app()
     except UserInputError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        # escaped: a message quoting a file name such as `[/]x` must not be read as markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)

@@ -59,7 +59,9 @@ def evaluate(
     """
     from rich.console import Console
 
+    from sparsessp_bmz.data.check import require_usable
     from sparsessp_bmz.data.config import DataSettings
+    from sparsessp_bmz.data.splits import rows_for
     from sparsessp_bmz.evaluation import (
         compare,
         evaluate_model,
@@ -80,6 +82,10 @@ def evaluate(
         settings = DataSettings(
             manifest=manifest.resolve(), voxel_size_um=trained.voxel_size_um, structures=wanted
         )
+    if settings.structures is None:
+        settings = settings.model_copy(update={"structures": trained.structures})
+    # every row of the split opened before any prediction: bad data fails in seconds
+    require_usable(rows_for(settings, split, save=False), settings, "evaluation")
     result = evaluate_model(
         trained,
         settings,

@@ -39,22 +39,27 @@ def export(
     A multi-task checkpoint gives one package per structure (and variant), each with its task
     baked in. The model card carries the held-out test metrics: the run's evaluation of the
     checkpoint, computed once here if the run has none. A package that fails validation is not
-    placed; its report is (OUT/reports/<id>.md).
+    placed; its report is (OUT/reports/<id>.md). An OUT that is a file or cannot be written, or
+    where a package would replace something of another kind, is refused before any work; work
+    folders left in OUT by an interrupted export are removed.
     """
     from rich.console import Console
 
     from sparsessp_bmz.bmz.export import PlannedPackage, export, plan_packages
     from sparsessp_bmz.bmz.metadata import load_metadata, placeholder_fields
-    from sparsessp_bmz.bmz.package import ExportedPackage, ExportFailedError
+    from sparsessp_bmz.bmz.package import ExportedPackage, ExportFailedError, check_out_dir
     from sparsessp_bmz.bmz.variants import parse_variants
     from sparsessp_bmz.training.checkpoint import load_trained
 
     console = Console()
+    check_out_dir(out)
     wanted = parse_variants(variants) if variants is not None else None
     publisher = load_metadata(metadata) if metadata is not None else None
     models = [load_trained(checkpoint) for checkpoint in checkpoints]
+    planned = []
     for trained in models:  # refuse a variant that does not fit before building anything
-        plan_packages(trained, wanted)
+        planned += plan_packages(trained, wanted)
+    check_out_dir(out, tuple(item.package_id for item in planned))
     placeholders = placeholder_fields(publisher)
     if placeholders:
         console.print(

@@ -25,15 +25,22 @@ def nets(
     Multi-task rows (12 tasks, as in the paper) also give the MACs of the baked per-organelle
     network that a package ships.
     """
+    from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table
 
-    from sparsessp_bmz.cli.parsing import parse_choices, parse_shape
+    from sparsessp_bmz.cli.parsing import parse_choices, parse_ratio, parse_shape
+    from sparsessp_bmz.errors import UserInputError
     from sparsessp_bmz.nets.complexity import all_valid_specs, measure
-    from sparsessp_bmz.spec import EMBEDDINGS
+    from sparsessp_bmz.spec import EMBEDDINGS, ModelSpec
 
+    parse_ratio(ratio, "--ratio")
     shape = parse_shape(patch, "--patch")
     embeddings = parse_choices(embedding, EMBEDDINGS, "--embedding")
+    if not (width > 0 and units >= 1):
+        raise UserInputError(
+            f"--width must be > 0 and --units at least 1, got --width {width:g} --units {units}"
+        )
     table = Table(title=f"SparseSSP networks, r={ratio}, patch {patch}, width {width}, U={units}")
     for column in ("embedding", "topology", "interp.", "proj."):
         table.add_column(column)
@@ -42,6 +49,17 @@ def nets(
     specs = all_valid_specs(
         ratio=ratio, patch=shape, width=width, units=units, embeddings=embeddings
     )
+    if not specs:
+        # say why the default network refuses these settings instead of printing an empty table
+        try:
+            ModelSpec(organelle="any", ratio=ratio, patch=shape, width=width, units=units)
+            reason = "no topology accepts them"
+        except ValidationError as err:
+            reason = str(err.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UserInputError(
+            f"no SparseSSP network fits r={ratio} with --patch {patch} ({reason}); change --patch "
+            "(depth a multiple of r, sizes the levels can halve) or --ratio"
+        )
     for spec in specs:
         row = measure(spec)
         paper = row.paper_gmacs

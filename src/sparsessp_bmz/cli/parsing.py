@@ -28,3 +28,15 @@ def parse_choices(text: str, allowed: tuple[str, ...], option: str) -> tuple[str
             f"{option} got {text!r}; choose from {', '.join(allowed)} (comma-separated) or 'all'"
         )
     return chosen
+
+
+def parse_ratio(ratio: int, option: str) -> int:
+    """A sparsity ratio the networks support (1, 2, 4 or 8)."""
+    from sparsessp_bmz.spec import SPARSITY_RATIOS
+
+    if ratio not in SPARSITY_RATIOS:
+        raise UserInputError(
+            f"{option} {ratio} is not a sparsity ratio the networks support; use one of "
+            f"{', '.join(map(str, SPARSITY_RATIOS))}"
+        )
+    return ratio

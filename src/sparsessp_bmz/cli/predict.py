@@ -49,6 +49,18 @@ def predict(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    time: Annotated[
+        int | None,
+        typer.Option(help="Time point of INPUT to predict (needed when it holds several)."),
+    ] = None,
+    memory_limit: Annotated[
+        float | None,
+        typer.Option(
+            metavar="GB",
+            help="Largest memory one volume may take (default: SPARSESSP_MEMORY_LIMIT_GB, "
+            "else half of the memory available now).",
+        ),
+    ] = None,
 ) -> None:
     """Predict the dense fluorescence of the model's structure from a sparse (or dense) TL stack.
 
@@ -56,6 +68,52 @@ def predict(
     r times as many slices. With --dense (or --phase/--ratio) INPUT is a full stack, subsampled on
     the model's grid first, so the prediction can be compared with a ground truth.
     """
+    from sparsessp_bmz.errors import UserInputError
+    from sparsessp_bmz.guards import memory_limit_option
+    from sparsessp_bmz.imageio import check_output_path
+    from sparsessp_bmz.predict import resolve_device
+
+    # everything the user can get wrong is checked before the checkpoint is even loaded
+    if not 0 <= overlap < 1:
+        raise UserInputError(f"--overlap must be in [0, 1) (0.5: half a window), got {overlap:g}")
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    resolve_device(device)
+    check_output_path(output, {"INPUT": input_path, "checkpoint": checkpoint})
+    with memory_limit_option(memory_limit):
+        _predict(
+            checkpoint,
+            input_path,
+            output,
+            channel=channel,
+            dense=dense,
+            phase=phase,
+            ratio=ratio,
+            overlap=overlap,
+            batch_size=batch_size,
+            window=window,
+            voxel_size=voxel_size,
+            device=device,
+            time=time,
+        )
+
+
+def _predict(
+    checkpoint: Path,
+    input_path: Path,
+    output: Path,
+    *,
+    channel: int,
+    dense: bool,
+    phase: int | None,
+    ratio: int | None,
+    overlap: float,
+    batch_size: int,
+    window: str | None,
+    voxel_size: str | None,
+    device: str,
+    time: int | None,
+) -> None:
     from rich.console import Console
 
     from sparsessp_bmz.cli.parsing import parse_shape
@@ -65,6 +123,10 @@ def predict(
     from sparsessp_bmz.training.checkpoint import load_trained
 
     console = Console(stderr=True)
+    window_shape = None if window is None else parse_shape(window, "--window")
+    fallback = None if voxel_size is None else _parse_voxel(voxel_size)
+    if not input_path.exists():
+        raise UserInputError(f"input {input_path} does not exist; give the path of a TL z-stack")
     trained = load_trained(checkpoint)
     spec = trained.spec
     if ratio is not None and ratio != spec.ratio:
@@ -80,7 +142,8 @@ def predict(
         model_voxel_size_um=trained.voxel_size_um,
         channel=channel,
         dense_phase=dense_phase,
-        fallback_voxel_size_um=None if voxel_size is None else _parse_voxel(voxel_size),
+        fallback_voxel_size_um=fallback,
+        time=time,
     )
     if prepared.resampled:
         console.print(
@@ -93,7 +156,7 @@ def predict(
         prepared.sparse,
         overlap=overlap,
         batch_size=batch_size,
-        window=None if window is None else parse_shape(window, "--window"),
+        window=window_shape,
         device=device,
         progress=True,
     )
@@ -108,6 +171,7 @@ def predict(
 def _parse_voxel(text: str) -> tuple[float, float, float]:
     """'0.29x0.108x0.108' -> (0.29, 0.108, 0.108), in micrometres."""
     from sparsessp_bmz.errors import UserInputError
+    from sparsessp_bmz.guards import check_voxel_size
 
     try:
         sizes = tuple(float(part) for part in text.lower().split("x"))
@@ -117,4 +181,5 @@ def _parse_voxel(text: str) -> tuple[float, float, float]:
         raise UserInputError(
             f"--voxel-size must look like ZxYxX with positive sizes in um, got {text!r}"
         )
+    check_voxel_size(sizes, f"--voxel-size {text}", "give the sizes in micrometres")
     return sizes  # type: ignore[return-value]

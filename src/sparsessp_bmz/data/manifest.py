@@ -12,6 +12,7 @@ Paths are relative to the CSV so a data folder can be moved or shared as a whole
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,12 +95,30 @@ def read_manifest(manifest: Path) -> list[ManifestRow]:
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
         raise UserInputError(f"manifest {manifest} does not exist; give the path of a CSV file")
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, skipinitialspace=True)
+    try:
+        # decoded whole first: a CSV that is not UTF-8 (Excel's "CSV" in a legacy code page, or
+        # not text at all) is refused with the line of the first bad byte, before any row is used
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise UserInputError(
+            f"{manifest} is not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}); "
+            f"save the manifest as UTF-8 CSV"
+        ) from err
+    except OSError as err:
+        raise UserInputError(f"manifest {manifest} cannot be read ({err.strerror})") from err
+    if "\0" in text:
+        raise UserInputError(f"{manifest} is not a CSV text file (it holds NUL bytes); give a CSV")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True)
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
         layout = _layout(columns, manifest)
         rows = [_row(manifest, layout, reader.line_num, record) for record in reader]
+    except csv.Error as err:
+        raise UserInputError(
+            f"{manifest} line {reader.line_num}: not valid CSV ({err}); fix the file"
+        ) from err
     if not rows:
         raise UserInputError(f"{manifest}: the manifest has a header but no rows; add images")
     return rows
@@ -149,6 +168,7 @@ def select_structures(
     missing = [name for name in structures if name not in present]
     if missing:
         raise UserInputError(
-            f"{rows[0].manifest}: unknown structure(s) {missing}; the manifest has {present}"
+            f"{rows[0].manifest}: unknown structure(s) {missing}; the manifest has {present} - "
+            f"choose from those, or add images of the structure to the manifest"
         )
     return [row for row in rows if row.structure in structures]

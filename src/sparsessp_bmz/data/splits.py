@@ -68,14 +68,19 @@ def _identity(row: ManifestRow) -> tuple[str, int, str, int, str]:
     )
 
 
-def load_splits(settings: DataSettings) -> list[ManifestRow]:
-    """Every manifest row with its split: read from the splits file, created on first use."""
+def load_splits(settings: DataSettings, *, save: bool = True) -> list[ManifestRow]:
+    """Every manifest row with its split: read from the splits file, created on first use.
+
+    `save=False` computes a missing table without writing it (the up-front data check, which
+    must leave nothing behind when it refuses the data); the table is the same either way.
+    """
     rows = read_manifest(settings.manifest)
     if not settings.splits_path.exists():
         rows = assign_splits(
             rows, settings.split_seed, settings.test_fraction, settings.val_fraction
         )
-        write_splits(rows, settings)
+        if save:
+            write_splits(rows, settings)
         return rows
     saved = read_manifest(settings.splits_path)
     unsplit = [row for row in saved if row.split is None]
@@ -91,9 +96,9 @@ def load_splits(settings: DataSettings) -> list[ManifestRow]:
     return saved
 
 
-def rows_for(settings: DataSettings, split: str | None) -> list[ManifestRow]:
+def rows_for(settings: DataSettings, split: str | None, *, save: bool = True) -> list[ManifestRow]:
     """The rows of one split (None: all), restricted to the requested structures."""
     if split is not None and split not in SPLITS:
         raise UserInputError(f"split must be one of {', '.join(SPLITS)} (or all), got {split!r}")
-    rows = select_structures(load_splits(settings), settings.structures)
+    rows = select_structures(load_splits(settings, save=save), settings.structures)
     return [row for row in rows if split is None or row.split == split]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsessp_bmz import guards
 from sparsessp_bmz.data.config import DataSettings, VoxelSize
 from sparsessp_bmz.data.imageio import read_stack
 from sparsessp_bmz.data.manifest import ManifestRow
@@ -76,6 +77,9 @@ def _decode(
     entry = cache.get(key) if cache is not None else None
     if entry is None:
         stack = read_stack(path, channel, row.where, settings.fallback_voxel_size_um)
+        guards.check_resample(
+            stack.data.shape, stack.voxel_size_um, settings.voxel_size_um, row.where
+        )
         volume = resample(stack.data, stack.voxel_size_um, settings.voxel_size_um)
         entry = Decoded(zscore(volume, row.where), stack.data.shape, stack.voxel_size_um)
         if cache is not None:

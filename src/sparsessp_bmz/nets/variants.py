@@ -32,6 +32,26 @@ Variant = Literal["standard", "dense", "plane"]
 VARIANTS: tuple[Variant, ...] = ("standard", "dense", "plane")
 
 
+class DisplayMap(nn.Module):
+    """value * gain + offset: maps the z-scored prediction onto 0..1 for probability displays.
+
+    Inside the network rather than a `scale_linear` postprocessing op, because consumers read that
+    op differently: QuPath's reader needs list-valued gain/offset, and deepImageJ (JDLL) applies
+    the list form voxel by voxel. Folded in, every consumer and every weight format runs the same
+    constant multiply-add. Identity for gain 1 and offset 0.
+    """
+
+    def __init__(self, gain: float = 1.0, offset: float = 0.0) -> None:
+        super().__init__()
+        self.gain = float(gain)
+        self.offset = float(offset)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.gain == 1.0 and self.offset == 0.0:
+            return x
+        return x * self.gain + self.offset
+
+
 class DenseGridNet(nn.Module):
     """Input on the target z grid (B, 1, D, H, W); output (B, 1, D, H, W).
 
@@ -39,12 +59,13 @@ class DenseGridNet(nn.Module):
     r (otherwise the output would have ceil(D/r)*r slices, not D): eager calls raise ValueError.
     """
 
-    def __init__(self, net: nn.Module, ratio: int) -> None:
+    def __init__(self, net: nn.Module, ratio: int, display: DisplayMap | None = None) -> None:
         super().__init__()
         if ratio < 1:
             raise ValueError(f"sparsity ratio must be >= 1, got {ratio}")
         self.net = net
         self.ratio = ratio
+        self.display = display or DisplayMap()
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_tracing() and (x.dim() != 5 or x.shape[2] % self.ratio):
@@ -53,13 +74,13 @@ class DenseGridNet(nn.Module):
                 f"multiple of the sparsity ratio r={self.ratio} (it keeps slices 0, r, 2r, ...), "
                 f"got shape {tuple(x.shape)}"
             )
-        return self.net(x[:, :, :: self.ratio])
+        return self.display(self.net(x[:, :, :: self.ratio]))
 
 
 class PlaneNet(nn.Module):
     """(B, 1, H, W) -> (B, 1, H, W) around a single-plane network (depth 1, ratio 1, '2d')."""
 
-    def __init__(self, net: SparseSSPNet) -> None:
+    def __init__(self, net: SparseSSPNet, display: DisplayMap | None = None) -> None:
         super().__init__()
         spec = net.spec
         if not spec.is_plane:
@@ -69,34 +90,47 @@ class PlaneNet(nn.Module):
                 f"'{spec.topology}'"
             )
         self.net = net
+        self.display = display or DisplayMap()
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_tracing() and x.dim() != 4:
             raise ValueError(f"the plane network takes (batch, 1, y, x), got {tuple(x.shape)}")
-        return self.net(x.unsqueeze(2)).squeeze(2)
+        return self.display(self.net(x.unsqueeze(2)).squeeze(2))
 
 
-def wrap_variant(net: SparseSSPNet, variant: str) -> nn.Module:
-    """`net` (task-free) in the form `variant` ships it: itself, DenseGridNet or PlaneNet."""
+def wrap_variant(
+    net: SparseSSPNet, variant: str, display: tuple[float, float] | None = None
+) -> nn.Module:
+    """`net` (task-free) in the form `variant` ships it: itself, DenseGridNet or PlaneNet.
+
+    `display` is the (gain, offset) of the wrappers' 0..1 display map; the standard variant keeps
+    the model's z-scored output and takes none.
+    """
     if variant == "standard":
+        if display is not None:
+            raise ValueError("the standard variant keeps z-scored outputs: give no display map")
         return net
+    mapping = DisplayMap(*display) if display is not None else None
     if variant == "dense":
-        return DenseGridNet(net, net.spec.ratio)
+        return DenseGridNet(net, net.spec.ratio, mapping)
     if variant == "plane":
-        return PlaneNet(net)
+        return PlaneNet(net, mapping)
     raise ValueError(f"unknown package variant {variant!r}; choose one of {list(VARIANTS)}")
 
 
-def build_package_net(variant: str = "standard", **fields: Any) -> nn.Module:
+def build_package_net(
+    variant: str = "standard", display: list[float] | None = None, **fields: Any
+) -> nn.Module:
     """The network a bioimage.io package ships (its architecture callable), in eval-ready form.
 
     `fields` are the description's fields (`ModelSpec.model_dump(mode="json")`); multi-task
-    descriptions give the task-free network baked for `organelle`. The result's state dict is
-    what the package stores for `variant`.
+    descriptions give the task-free network baked for `organelle`. `display` is [gain, offset]
+    of a dense-grid or plane package's 0..1 map. The result's state dict is what the package
+    stores for `variant`.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown package variant {variant!r}; choose one of {list(VARIANTS)}")
     net = SparseSSPNet(NetGeometry(**fields))
     if net.conditioned:
         net = net.baked()
-    return wrap_variant(net, variant)
+    return wrap_variant(net, variant, None if display is None else (display[0], display[1]))

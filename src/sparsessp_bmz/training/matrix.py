@@ -168,6 +168,33 @@ def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
     return row
 
 
+def check_matrix_data(settings: MatrixSettings, entries: list[Entry]) -> None:
+    """Open every manifest row that the unfinished entries will train, validate and score on,
+    before any entry starts: bad data (an unknown organelle, an unreadable file, NaNs, a volume
+    smaller than the patch, ...) is one UserInputError naming the entry and the row, and nothing
+    is trained or written. Rows shared by several entries are read once."""
+    from sparsessp_bmz.data.check import require_usable, training_rows
+    from sparsessp_bmz.data.splits import rows_for
+    from sparsessp_bmz.training.run import is_finished
+
+    memo: dict = {}  # type: ignore[type-arg]
+    for entry in entries:
+        config = entry.config
+        if config is None or is_finished(config):
+            continue
+        name = f"matrix entry {entry.organelle}/r{entry.ratio}/{entry.topology}"
+        data = config.data_settings
+        try:
+            patch = config.model.patch
+            require_usable(training_rows(data), data, "the matrix", patch=patch, memo=memo)
+            if settings.evaluate:
+                require_usable(
+                    rows_for(data, settings.split, save=False), data, "the matrix", memo=memo
+                )
+        except UserInputError as err:
+            raise UserInputError(f"{name}: {err}") from err
+
+
 def run_matrix(
     path: Path,
     overrides: list[str] | None = None,
@@ -175,6 +202,7 @@ def run_matrix(
 ) -> tuple[list[EntryResult], Path]:
     """Run every entry, write the summary, return the rows and the summary folder."""
     settings, entries = load_matrix(path, overrides)
+    check_matrix_data(settings, entries)
     rows = []
     for index, entry in enumerate(entries):
         if on_entry is not None:

@@ -67,3 +67,8 @@ def restore_history(logs: Path) -> None:
     if (logs / HISTORY_FILE).is_file():
         write_records_csv(logs / METRICS_FILE, *_merged_metrics(logs))
         (logs / HISTORY_FILE).unlink()
+
+
+def discard_history(logs: Path) -> None:
+    """Forget rows set aside by an earlier attempt: the run starts again from step 0."""
+    (logs / HISTORY_FILE).unlink(missing_ok=True)

@@ -10,6 +10,11 @@ Layout of a run folder (derived from the config, see `TrainConfig.run_dir`):
     tensorboard/              the same metrics as TensorBoard events (trainer.logger=tensorboard)
     done.json                 written last; its presence with the same budget makes a re-run a no-op
 
+Checkpoints are written to a temporary name and renamed into place (`checkpoint_io`), and the
+last.ckpt being replaced is kept as checkpoints/last.previous.ckpt: what a run falls back to when
+its last.ckpt is damaged (see `_resume_point`). Before a run folder is created or resumed, every
+train and validation row of the manifest is opened (`data.check`), so bad data fails in seconds.
+
 Resuming restarts from the end of the last completed epoch. Crops depend on (seed, epoch, index)
 only, so on the CPU a resumed run ends with bit-identical weights to an uninterrupted one, and its
 metrics.csv holds every logged step once, as an uninterrupted run's does.
@@ -17,8 +22,11 @@ metrics.csv holds every logged step once, as an uninterrupted run's does.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +35,11 @@ from typing import Any, Literal
 
 from sparsessp_bmz.data.atomic import write_text
 from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.training.checkpoint_io import previous_path, write_error
 from sparsessp_bmz.training.config import TrainConfig
 from sparsessp_bmz.training.metrics_history import (
     METRICS_FILE,
-    checkpoint_step,
+    discard_history,
     restore_history,
     set_aside_history,
 )
@@ -42,6 +51,10 @@ BEST = "best"
 LAST = "last"
 LOG_DIR = "logs"
 TENSORBOARD_DIR = "tensorboard"
+#: Suffix a damaged last.ckpt is renamed to when the run falls back to the checkpoint before it.
+DAMAGED_SUFFIX = ".damaged"
+#: Disk errors that are the user's to fix (full, read-only or forbidden), not bugs.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 Status = Literal["trained", "resumed", "already finished"]
 
@@ -69,7 +82,26 @@ def _budget(config: TrainConfig) -> dict[str, int]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    try:
+        write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    except OSError as err:
+        raise write_error(path, err) from err
+
+
+def _read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A run folder's JSON record; a damaged one is one error naming the file and `fix`."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        why = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise UserInputError(f"{path} is damaged ({why}); {fix}") from err
+    if not isinstance(loaded, dict):
+        raise UserInputError(f"{path} is damaged (not a JSON object); {fix}")
+    return loaded
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_done(run_dir: Path) -> dict[str, Any] | None:
@@ -77,7 +109,26 @@ def read_done(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / DONE_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    fix = (
+        f"delete {path} and run the same command again (the run resumes from its last checkpoint "
+        f"and writes it anew)"
+    )
+    done = _read_json(path, fix)
+    budget = done.get("budget")
+    score = done.get("best_val_mse")
+    if (
+        not isinstance(budget, dict)
+        or not all(isinstance(budget.get(key), int) for key in ("max_epochs", "max_steps"))
+        or not _is_count(done.get("global_step"))
+        or not _is_count(done.get("epoch"))
+        or not isinstance(score, int | float)
+        or isinstance(score, bool)
+    ):
+        raise UserInputError(
+            f"{path} is damaged (budget, best_val_mse, global_step or epoch missing or not "
+            f"numbers); {fix}"
+        )
+    return done
 
 
 def _result(run_dir: Path, status: Status, done: dict[str, Any]) -> RunResult:
@@ -104,7 +155,11 @@ def _check_owner(config: TrainConfig, run_dir: Path) -> None:
     path = run_dir / CONFIG_FILE
     identity = config.identity()
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = _read_json(
+            path,
+            f"if {run_dir} is the run of this config, delete {path} and run again (the folder is "
+            f"then claimed by this config); otherwise choose another trainer.run_dir",
+        )
         if saved.get("identity") != identity:
             raise UserInputError(
                 f"run folder {run_dir} holds a different training run (config hash "
@@ -194,6 +249,7 @@ def train(
     from lightning.pytorch.utilities import rank_zero_only
 
     from sparsessp_bmz.training.batchnorm import PreciseBatchNorm
+    from sparsessp_bmz.training.checkpoint_io import AtomicCheckpointIO
     from sparsessp_bmz.training.datamodule import SparsePatchDataModule
     from sparsessp_bmz.training.module import SparseSSPModule, StepBudget
     from sparsessp_bmz.training.progress import (
@@ -204,16 +260,19 @@ def train(
     )
 
     verbose = is_verbose() if verbose is None else verbose
+    check_data(config)  # every row it will read, before the run folder is created or touched
+    resume_point = _resume_point(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _claim_run_dir(config, run_dir)
     (run_dir / DONE_FILE).unlink(missing_ok=True)
-    last = checkpoint_path(run_dir, LAST)
-    resume = last if last.is_file() else None
-    resume_step = checkpoint_step(resume) if resume is not None else None
+    resume, resume_step = resume_point if resume_point is not None else (None, None)
 
     keeps_metrics = rank_zero_only.rank == 0  # one process writes the metrics history
-    if resume_step is not None and keeps_metrics:
-        set_aside_history(run_dir / LOG_DIR, resume_step)
+    if keeps_metrics:
+        if resume_step is not None:
+            set_aside_history(run_dir / LOG_DIR, resume_step)
+        else:  # from the start: rows of an earlier, abandoned attempt must not come back
+            discard_history(run_dir / LOG_DIR)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = SparseSSPModule(config.model_dump(mode="json"))
     datamodule = SparsePatchDataModule(config)
@@ -266,6 +325,8 @@ def train(
             # `sparsessp-bmz nets` describes the network; --verbose shows Lightning's summary
             enable_model_summary=verbose,
             default_root_dir=run_dir,
+            # whole checkpoints or none, and the previous last.ckpt kept (see checkpoint_io)
+            plugins=[AtomicCheckpointIO(keep_previous=[f"{LAST}.ckpt"])],
         )
         try:
             # Our checkpoints hold tensors, numbers, strings and plain dicts only (the module's
@@ -277,6 +338,12 @@ def train(
                     f"training of {run_dir} was interrupted; run again to resume"
                 )
             _validate_final_step(trainer, module, datamodule, best_callback, run_dir)
+        except OSError as err:
+            # checkpoints say so themselves (checkpoint_io); this is the metrics log and the rest
+            if err.errno not in DISK_ERRORS:
+                raise
+            where = Path(err.filename) if err.filename else run_dir
+            raise write_error(where, err) from err
         finally:
             if isinstance(bar, StepProgressBar):
                 bar.close()
@@ -293,6 +360,87 @@ def train(
     if trainer.is_global_zero:
         _write_json(run_dir / DONE_FILE, record)
     return _result(run_dir, "resumed" if resume else "trained", record)
+
+
+def check_data(config: TrainConfig) -> None:
+    """Open every train and validation row of the run's manifest (its structures only): an
+    unknown structure, an unreadable file, a missing channel, an unknown voxel size, NaNs or a
+    volume smaller than the patch is one UserInputError, before any run folder exists."""
+    from sparsessp_bmz.data.check import require_usable, training_rows
+
+    settings = config.data_settings
+    require_usable(
+        training_rows(settings),
+        settings,
+        f"training of {config.model.model_id}",
+        patch=config.model.patch,
+    )
+
+
+def _readable_step(path: Path, config: TrainConfig) -> tuple[int | None, str]:
+    """The step of a checkpoint this run can resume from, or None and why it cannot."""
+    from sparsessp_bmz.training.checkpoint import DamagedCheckpoint, resumable_step
+
+    try:
+        return resumable_step(path, config), ""
+    except DamagedCheckpoint as err:
+        return None, err.reason
+
+
+def _resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, int] | None:
+    """The checkpoint a run resumes from, and its step; None: start from scratch.
+
+    Normally checkpoints/last.ckpt. When it is damaged - it does not load (truncated by a full
+    disk or a kill under an older version, overwritten), or it is not this run's any more (its
+    stored config or facts edited, weights that do not fit; `checkpoint.resumable_step`) - the
+    run falls back to last.previous.ckpt, the epoch-end checkpoint that last.ckpt replaced
+    (`checkpoint_io`). Resuming from it is exactly like resuming after a crash one epoch
+    earlier: crops depend on (seed, epoch, index) only, so the weights end bit-identical to an
+    uninterrupted run's; the metrics rows logged after its step are set aside and logged again
+    (`set_aside_history` keeps only the rows before it); and best.ckpt is re-derived, since the
+    callbacks' best score is the one stored in that checkpoint. The damaged file is renamed to
+    last.ckpt.damaged (not deleted: it is evidence, and must not be rotated onto
+    last.previous.ckpt by the next save) and a warning says so.
+
+    best.ckpt is deliberately not a fallback: it is written during validation (batch-norm
+    statistics recalibrated for it, the epoch's end hooks not yet run), so Lightning would resume
+    it as a mid-epoch checkpoint and the run would not end as an uninterrupted one would. When
+    no good checkpoint is left, the error names the files to delete: the run then starts again
+    from step 0.
+    """
+    last = checkpoint_path(run_dir, LAST)
+    previous = previous_path(last)
+    damaged: list[tuple[Path, str]] = []
+    for candidate in (last, previous):
+        if not candidate.is_file():
+            continue
+        step, why = _readable_step(candidate, config)
+        if step is None:
+            damaged.append((candidate, why))
+            continue
+        if candidate == previous and last.is_file():
+            aside = last.with_name(last.name + DAMAGED_SUFFIX)
+            with contextlib.suppress(FileNotFoundError):  # another DDP rank got there first
+                os.replace(last, aside)
+            _warn(
+                f"{last} is damaged ({damaged[0][1]}); it was renamed to {aside.name} and "
+                f"training resumes from {previous.name} (step {step}), the checkpoint before it"
+            )
+        return candidate, step
+    if damaged:
+        names = " and ".join(str(path) for path, _ in damaged)
+        raise UserInputError(
+            f"{damaged[0][0]} is damaged ({damaged[0][1]}) and no earlier complete checkpoint of "
+            f"the run is left to resume from; delete {names} to train this run again from step 0 "
+            f"(or delete the run folder {run_dir})"
+        )
+    return None
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {message}", highlight=False)
 
 
 def _validate_final_step(trainer, module, datamodule, best_callback, run_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsessp_bmz import guards
 from sparsessp_bmz.data.atomic import atomic_output, write_rows_csv
 from sparsessp_bmz.data.config import SIMULATED_STRUCTURES, SimulationSettings, VoxelSize
 from sparsessp_bmz.data.manifest import CZI_LAYOUT
+from sparsessp_bmz.errors import UserInputError
 
 MANIFEST_NAME = "manifest.csv"
 IMAGE_FOLDER = "images"
@@ -24,6 +26,12 @@ _TL_STREAM = len(SIMULATED_STRUCTURES) + 1
 
 def image_name(index: int) -> str:
     return f"cell_{index:04d}.ome.tif"
+
+
+def _image_index(name: str) -> int:
+    """The field index of an image name (`image_name`'s inverse); 2**63 for other names."""
+    stem = name.removeprefix("cell_").removesuffix(".ome.tif")
+    return int(stem) if stem.isdigit() and name == image_name(int(stem)) else 2**63
 
 
 def simulate_cell(index: int, settings: SimulationSettings) -> np.ndarray:
@@ -85,10 +93,59 @@ def write_manifest(path: Path, settings: SimulationSettings) -> None:
     write_rows_csv(path, CZI_LAYOUT, rows)
 
 
+def data_set_bytes(settings: SimulationSettings) -> int:
+    """Bytes the images of `settings` take on disk (uncompressed uint16, TL plus structures)."""
+    return settings.cells * (1 + len(settings.structures)) * guards.voxels(settings.shape) * 2
+
+
+def check_simulation(settings: SimulationSettings, out: Path) -> None:
+    """Refuse, before anything is created, what cannot finish: `out` (or its images/ folder)
+    being a file, fields too large for the memory limit, images too large for the free disk."""
+    out = Path(out)
+    for folder in (out, out / IMAGE_FOLDER):
+        if folder.exists() and not folder.is_dir():
+            raise UserInputError(
+                f"{folder} is a file, not a folder; give simulate a folder to write images/ and "
+                f"{MANIFEST_NAME} into (a new or existing one)"
+            )
+    guards.check_simulation(settings.shape, settings.workers)
+    # images simulated before under the same names are replaced: their space comes back
+    images = out / IMAGE_FOLDER
+    replaced = sum(
+        path.stat().st_size
+        for path in (images.iterdir() if images.is_dir() else ())
+        if _image_index(path.name) < settings.cells and path.is_file()
+    )
+    guards.check_disk(
+        data_set_bytes(settings) - replaced,
+        out,
+        f"simulating {settings.cells} fields of {'x'.join(map(str, settings.shape))}",
+        "free disk space, choose another folder, or ask for fewer --cells or a smaller --shape",
+    )
+
+
 def simulate(
     settings: SimulationSettings, out: Path, progress: Callable[[], None] | None = None
 ) -> Path:
-    """Write the data set under `out` and return its manifest (written last, once images exist)."""
+    """Write the data set under `out` and return its manifest (written last, once images exist).
+
+    Memory, disk and the folder are checked first (`check_simulation`), so nothing is created for
+    a data set that cannot be finished; a write that fails anyway (disk filled by someone else)
+    is one error, and every image is written to a temporary name first, never left truncated.
+    """
+    out = Path(out)
+    check_simulation(settings, out)
+    try:
+        return _simulate(settings, out, progress)
+    except OSError as err:
+        raise UserInputError(
+            f"cannot write the simulated data under {out}: {err.strerror or err} "
+            f"({getattr(err, 'filename', None) or out}); the images written so far are complete; "
+            "free disk space or choose another folder and run simulate again"
+        ) from err
+
+
+def _simulate(settings: SimulationSettings, out: Path, progress: Callable[[], None] | None) -> Path:
     folder = out / IMAGE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     indices = range(settings.cells)

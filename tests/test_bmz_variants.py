@@ -22,7 +22,7 @@ from bmz_fixtures import (
 
 from sparsessp_bmz.bmz import weights
 from sparsessp_bmz.bmz.consumers import static_verdicts
-from sparsessp_bmz.bmz.export import plan_packages
+from sparsessp_bmz.bmz.export import load_package, plan_packages
 from sparsessp_bmz.bmz.variants import parse_variants
 from sparsessp_bmz.errors import UserInputError
 
@@ -158,3 +158,23 @@ def test_a_variant_that_does_not_fit_the_model_is_refused_before_any_work():
         "sparsessp-dna-r2-3to2d",
         "sparsessp-dna-r2-3to2d-dense",
     ]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "model"),
+    [
+        ("exported_3to2d", "3to2d"),
+        ("exported_dense_3to2d", "3to2d"),
+        ("exported_plane", "plane"),
+    ],
+)
+def test_load_package_gives_back_the_exported_network(
+    fixture: str, model: str, request: pytest.FixtureRequest
+):
+    loaded = load_package(request.getfixturevalue(fixture))
+    original = tiny_trained(model)
+    assert loaded.spec == original.spec and loaded.voxel_size_um == original.voxel_size_um
+    ours, theirs = loaded.net.state_dict(), original.net.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert loaded.facts.epoch == original.facts.epoch

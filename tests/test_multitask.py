@@ -69,7 +69,7 @@ def test_multitask_model_trains_evaluates_per_task_and_exports_baked_packages(
     evaluation = evaluate_model(trained, config.data_settings, "test")
     assert {image.structure for image in evaluation.images} == set(TASKS)
 
-    from sparsessp_bmz.bmz.export import export
+    from sparsessp_bmz.bmz.export import export, load_package
     from sparsessp_bmz.bmz.package import export_trained
 
     packages = tmp_path / "packages"
@@ -89,8 +89,14 @@ def test_multitask_model_trains_evaluates_per_task_and_exports_baked_packages(
         f"sparsessp-{task}-r2-3to2d-repmode" for task in TASKS
     ]
     scores = {row.structure: row.metrics for row in evaluation.summary}
-    for exported in outcome.packages:  # held-out test scores of each structure in its card
+    for task_index, exported in enumerate(outcome.packages):
+        # held-out test scores of each structure in its card
         assert exported.facts.test_metrics == scores[exported.facts.spec.organelle]
+        # and the way back: the baked network, as the multi-task one predicts its structure
+        loaded = load_package(exported.archive)
+        with torch.no_grad():
+            expected = trained.net(x, torch.tensor([task_index]))
+            torch.testing.assert_close(loaded.net(x), expected, rtol=1e-5, atol=1e-5)
     archive = packages / "sparsessp-mitochondria-r2-3to2d-repmode.zip"
     bioimageio = Path(sys.executable).with_name("bioimageio")
     run = subprocess.run([bioimageio, "test", archive], capture_output=True, text=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from data_fixtures import small_simulation
+from training_fixtures import tiny_raw
 from typer.testing import CliRunner
 from venv_fixtures import (
     assert_every_format_passes,
@@ -32,19 +33,7 @@ METADATA = Path(__file__).resolve().parents[1] / EXAMPLE_FILE
 
 
 def _train(manifest: Path, run_dir: Path) -> Path:
-    raw = {
-        "model": {
-            "organelle": "dna",
-            "ratio": 2,
-            "topology": "3to2d",
-            "width": 0.125,
-            "units": 16,
-            "patch": [8, 32, 32],
-        },
-        "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
-        "optim": {"batch_size": 2, "max_steps": 3, "val_samples": 2, "lr": 1e-3},
-        "trainer": {"run_dir": str(run_dir), "progress_bar": False, "accelerator": "cpu"},
-    }
+    raw = tiny_raw(manifest, run_dir)
     return train(config_from_mapping(raw, "test")).best_checkpoint
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bmz_fixtures import exported_3d, exported_3to2d
+from bmz_fixtures import exported_3d, exported_3to2d, exported_dense_3to2d, exported_plane
 from venv_fixtures import (
     PROJECT_MODULE,
     assert_every_format_passes,
@@ -23,7 +23,7 @@ from venv_fixtures import (
     old_core_venv,
 )
 
-__all__ = ["exported_3d", "exported_3to2d"]  # fixtures
+__all__ = ["exported_3d", "exported_3to2d", "exported_dense_3to2d", "exported_plane"]  # fixtures
 
 BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
 
@@ -59,7 +59,9 @@ def test_bioimageio_test_passes_without_the_project(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("core", OLD_CORES)
-@pytest.mark.parametrize("package", ["exported_3to2d", "exported_3d"])
+@pytest.mark.parametrize(
+    "package", ["exported_3to2d", "exported_3d", "exported_dense_3to2d", "exported_plane"]
+)
 def test_package_passes_bioimageio_core_0_10(
     core: str, package: str, request: pytest.FixtureRequest, tmp_path: Path
 ):

@@ -19,6 +19,7 @@ import torch
 import yaml
 from data_fixtures import SMALL_FIELD
 from hostile_fixtures import assert_unchanged, run_cli, snapshot
+from training_fixtures import tiny_raw
 
 from sparsessp_bmz.data.config import DataSettings, SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate, write_ome_tiff
@@ -28,25 +29,10 @@ from sparsessp_bmz.training.checkpoint import load_trained
 
 def tiny_preset(manifest: Path, run_dir: Path, **model: object) -> dict:
     """Two steps per epoch on 8x32x32 patches of a very narrow 3to2d net (test_training_run)."""
-    return {
-        "model": {
-            "organelle": "dna",
-            "ratio": 2,
-            "topology": "3to2d",
-            "width": 0.125,
-            "units": 16,
-            "patch": [8, 32, 32],
-            **model,
-        },
-        "data": {"manifest": str(manifest), "samples_per_epoch": 4, "patches_per_volume": 2},
-        "optim": {"batch_size": 2, "max_steps": 3, "val_samples": 2, "lr": 1e-3},
-        "trainer": {
-            "run_dir": str(run_dir),
-            "output_dir": str(run_dir.parent),
-            "progress_bar": False,
-            "accelerator": "cpu",
-        },
-    }
+    raw = tiny_raw(manifest, run_dir)
+    raw["model"].update(model)
+    raw["trainer"]["output_dir"] = str(run_dir.parent)
+    return raw
 
 
 def write_preset(path: Path, raw: dict) -> Path:

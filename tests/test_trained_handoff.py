@@ -11,6 +11,7 @@ import tifffile
 import yaml
 from bmz_fixtures import synthetic_volume
 from data_fixtures import write_csv
+from training_fixtures import tiny_raw
 from typer.testing import CliRunner
 
 from sparsessp_bmz.cli import app
@@ -38,24 +39,8 @@ def test_a_model_trained_on_plain_tiffs_with_a_fallback_voxel_size_evaluates_and
     tmp_path: Path,
 ):
     manifest = _plain_tiffs(tmp_path / "data")
-    raw = {
-        "model": {
-            "organelle": "dna",
-            "ratio": 2,
-            "topology": "3to2d",
-            "width": 0.125,
-            "units": 16,
-            "patch": [8, 32, 32],
-        },
-        "data": {
-            "manifest": str(manifest),
-            "fallback_voxel_size_um": FALLBACK,
-            "samples_per_epoch": 4,
-            "patches_per_volume": 2,
-        },
-        "optim": {"batch_size": 2, "max_steps": 2, "val_samples": 2},
-        "trainer": {"run_dir": str(tmp_path / "run"), "progress_bar": False},
-    }
+    raw = tiny_raw(manifest, tmp_path / "run", max_steps=2)
+    raw["data"]["fallback_voxel_size_um"] = FALLBACK
     checkpoint = train(config_from_mapping(raw, "test")).best_checkpoint
 
     trained = load_trained(checkpoint)

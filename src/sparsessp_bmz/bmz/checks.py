@@ -40,3 +40,11 @@ def ok(name: str, message: str) -> CheckResult:
 
 def fail(name: str, message: str, severity: Severity = "error") -> CheckResult:
     return CheckResult(name=name, passed=False, message=message, severity=severity)
+
+
+def judged(name: str, problems: list[str], consequence: str, passed: str) -> CheckResult:
+    """Fail with every problem and what it means for the user (`consequence`, appended), or pass
+    with `passed`: the shape of most consumer rules."""
+    if problems:
+        return fail(name, "; ".join(problems) + consequence)
+    return ok(name, passed)

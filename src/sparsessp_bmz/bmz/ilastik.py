@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sparsessp_bmz.bmz.checks import CheckResult, FileReader
+from sparsessp_bmz.bmz.checks import CheckResult, FileReader, judged
 from sparsessp_bmz.bmz.checks import fail as _fail
 from sparsessp_bmz.bmz.checks import ok as _ok
 from sparsessp_bmz.bmz.rawtensors import (
@@ -127,13 +127,12 @@ def check_spec_059_fields(rdf: dict[str, Any]) -> CheckResult:
         newer = sorted(k for k in ("pad", "output_of") if isinstance(raw, dict) and k in raw)
         if newer:
             problems.append(f"input {raw.get('id')} has {newer}")
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": bioimageio.spec 0.5.9 (ilastik) rejects the RDF, so "
-            "ilastik cannot open the model",
-        )
-    return _ok(name, "every field, channel name and processing op is valid in spec 0.5.9")
+    return judged(
+        name,
+        problems,
+        ": bioimageio.spec 0.5.9 (ilastik) rejects the RDF, so ilastik cannot open the model",
+        "every field, channel name and processing op is valid in spec 0.5.9",
+    )
 
 
 def check_single_input_output(rdf: dict[str, Any]) -> CheckResult:
@@ -233,15 +232,15 @@ def check_output_shape(rdf: dict[str, Any]) -> CheckResult:
         return _fail(name, "needs one input and one output")
     tensors = inputs + outputs
     problems, agreements = spatial_mismatches(tensors, inputs[0], outputs[0])
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": ilastik assumes the output has the input's spatial shape "
-            "and silently crops it to the input frame, so the prediction it shows is wrong "
-            "(of an r-times deeper output it shows the first 1/r of each tile, stretched r-fold "
-            "in z)",
-        )
-    return _ok(name, f"output {', '.join(agreements)} equal the input's for every allowed size")
+    return judged(
+        name,
+        problems,
+        ": ilastik assumes the output has the input's spatial shape "
+        "and silently crops it to the input frame, so the prediction it shows is wrong "
+        "(of an r-times deeper output it shows the first 1/r of each tile, stretched r-fold "
+        "in z)",
+        f"output {', '.join(agreements)} equal the input's for every allowed size",
+    )
 
 
 def _best_tile(tensors: list[RawTensor], tensor: RawTensor) -> dict[str, int] | str:

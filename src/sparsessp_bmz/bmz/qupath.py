@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsessp_bmz.bmz.checks import CheckResult, FileReader
+from sparsessp_bmz.bmz.checks import CheckResult, FileReader, judged
 from sparsessp_bmz.bmz.checks import fail as _fail
 from sparsessp_bmz.bmz.checks import ok as _ok
 from sparsessp_bmz.bmz.rawtensors import (
@@ -98,13 +98,12 @@ def check_reader_fields(rdf: dict[str, Any]) -> CheckResult:
         if not isinstance(entry, dict) or not all(_is_scalar(v) for v in entry.values()):
             problems.append(f"cite entry {entry!r} is not a mapping of strings")
             break
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": QuPath's rdf.yaml reader throws, so QuPath cannot open "
-            "the model at all",
-        )
-    return _ok(name, "QuPath's Java reader finds every field it requires, as plain strings")
+    return judged(
+        name,
+        problems,
+        ": QuPath's rdf.yaml reader throws, so QuPath cannot open the model at all",
+        "QuPath's Java reader finds every field it requires, as plain strings",
+    )
 
 
 def check_qupath_05(rdf: dict[str, Any]) -> CheckResult:
@@ -166,13 +165,12 @@ def check_axes_readable(rdf: dict[str, Any]) -> CheckResult:
                 problems.append(f"{where}: time axis without unit and scale")
             elif axis.type not in ("batch", "channel", "space", "time", "index"):
                 problems.append(f"{where}: unknown axis type {axis.type!r}")
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": QuPath's reader fails on these axes, so it cannot "
-            "open the model",
-        )
-    return _ok(name, "every axis is one QuPath's reader understands")
+    return judged(
+        name,
+        problems,
+        ": QuPath's reader fails on these axes, so it cannot open the model",
+        "every axis is one QuPath's reader understands",
+    )
 
 
 def check_two_dimensional(rdf: dict[str, Any]) -> CheckResult:
@@ -264,13 +262,13 @@ def check_output_plane(rdf: dict[str, Any]) -> CheckResult:
     if not inputs or not outputs:
         return _fail(name, "needs one input and one output")
     problems, agreements = spatial_mismatches(inputs + outputs, inputs[0], outputs[0])
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": QuPath places each output tile on its input tile, so a "
-            "differently sized output is misplaced or fails",
-        )
-    return _ok(name, f"output {', '.join(agreements)} equal the input's")
+    return judged(
+        name,
+        problems,
+        ": QuPath places each output tile on its input tile, so a "
+        "differently sized output is misplaced or fails",
+        f"output {', '.join(agreements)} equal the input's",
+    )
 
 
 def _qupath_tile(minimum: int) -> int:
@@ -309,13 +307,12 @@ def check_tile_size(rdf: dict[str, Any]) -> CheckResult:
         chosen.append(f"{axis_id} {tile}")
         if not valid:
             problems.append(f"{axis_id}: QuPath picks {tile}, the model allows {allowed}")
-    if problems:
-        return _fail(
-            name,
-            "; ".join(problems) + ": QuPath feeds tiles of a size the model does not accept, "
-            "so prediction fails",
-        )
-    return _ok(name, f"QuPath's tile ({', '.join(chosen)}) is a size the model accepts")
+    return judged(
+        name,
+        problems,
+        ": QuPath feeds tiles of a size the model does not accept, so prediction fails",
+        f"QuPath's tile ({', '.join(chosen)}) is a size the model accepts",
+    )
 
 
 def check_weights(rdf: dict[str, Any], read: FileReader) -> CheckResult:

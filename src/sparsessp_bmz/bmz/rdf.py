@@ -26,9 +26,7 @@ from sparsessp_bmz.bmz.weights import ONNX_FILE, ONNX_OPSET, STATE_DICT_FILE, TO
 RDF_FILE = "rdf.yaml"
 #: The RDF dialect deepImageJ reads; bioimageio.core upgrades it on load.
 WRITTEN_FORMAT_VERSION = "0.5.10"
-TRAINING_PREPROCESSING = (
-    "z-score per volume; random crops on the sparse global grid (phase 0); z/y/x flips"
-)
+TRAINING_PREPROCESSING = "z-score per volume; random crops on the sparse global grid (phase 0)"
 
 
 def _input_description(facts: PackageFacts) -> str:
@@ -112,7 +110,8 @@ def _weights(facts: PackageFacts) -> v0_5.WeightsDescr:
 def _training_details(facts: PackageFacts) -> v0_5.TrainingDetails:
     t = facts.training
     details: dict[str, Any] = {
-        "training_preprocessing": TRAINING_PREPROCESSING,
+        "training_preprocessing": TRAINING_PREPROCESSING
+        + ("" if facts.data is not None and not facts.data.flips else "; z/y/x flips"),
         "loss_function": t.loss,
         "training_epochs": float(t.epochs_done),
     }

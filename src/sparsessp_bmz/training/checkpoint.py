@@ -8,6 +8,7 @@ normalisation settings) is stored in it as plain JSON-able dicts, so `torch.load
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,8 +165,9 @@ def resumable_step(path: Path, config: TrainConfig) -> int:
 
 
 def _gist(err: Exception, limit: int = 240) -> str:
-    """An error's text on one line, cut to `limit` characters."""
-    text = " ".join(str(err).split())
+    """An error's text on one line without terminal colour codes (torch's unpickling errors carry
+    both paragraphs and ANSI escapes), cut to `limit` characters."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -273,7 +273,12 @@ def check_maintainers(rdf: dict[str, Any]) -> CheckResult:
             "review expects maintainers",
             "warning",
         )
-    return fail("maintainers", "no maintainer and no author with a `github_user`")
+    return fail(
+        "maintainers",
+        "no maintainer and no author with a `github_user`: bioimage.io needs one to reach you; "
+        "add maintainers (sparsessp-bmz: export --metadata FILE, see "
+        "rdf_templates/metadata_example.yaml)",
+    )
 
 
 def check_author_github_user(rdf: dict[str, Any]) -> CheckResult:

@@ -44,9 +44,8 @@ def _assert_project_is_hidden(env: dict[str, str], cwd: Path) -> None:
     assert done.returncode != 0 and "ModuleNotFoundError" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize(
-    "package", ["exported_3to2d", pytest.param("exported_3d", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow  # the default run has it for the published package (test_bmz_publish.py)
+@pytest.mark.parametrize("package", ["exported_3to2d", "exported_3d"])
 def test_bioimageio_test_passes_without_the_project(
     package: str, request: pytest.FixtureRequest, tmp_path: Path
 ):

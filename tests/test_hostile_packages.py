@@ -9,6 +9,7 @@ is not this project's own never runs without `--trust-code`.
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -29,6 +30,7 @@ from sparsessp_bmz.bmz import index, limits, package, trust
 from sparsessp_bmz.bmz.netsource import SHIPPED_FILE
 from sparsessp_bmz.bmz.validate import open_package
 from sparsessp_bmz.bmz.variants import package_id
+from sparsessp_bmz.errors import UserInputError
 
 __all__ = ["exported_3to2d"]  # fixtures
 
@@ -593,6 +595,16 @@ def test_a_full_disk_while_exporting_is_one_error_and_leaves_nothing(
     assert after == before
 
 
+def _user_folder(out: Path, name: str, age_s: float) -> Path:
+    folder = out / name
+    folder.mkdir()
+    (folder / "data.txt").write_text("mine")
+    stamp = os.path.getmtime(folder) - age_s
+    for path in (folder, folder / "data.txt"):
+        os.utime(path, (stamp, stamp))
+    return folder
+
+
 def _work_folder(out: Path, name: str, owner: dict | None, age_s: float = 0.0) -> Path:
     work = out / name
     (work / PACKAGE_ID).mkdir(parents=True)
@@ -624,14 +636,22 @@ def test_work_folders_of_dead_exports_are_cleaned_and_live_ones_kept(tmp_path: P
     (out / ".git").mkdir()
     # what exports before work folders had owners left: an old package moved aside
     legacy = _work_folder(out, ".restored-package.old", None, package.STALE_AFTER_S + 60)
+    (legacy / "rdf.yaml").write_text("type: model\n")  # a package folder set aside
+    age = package.STALE_AFTER_S + 60
+    stamp = os.path.getmtime(legacy / PACKAGE_ID)
+    for path in (legacy, legacy / "rdf.yaml"):
+        os.utime(path, (stamp, stamp))
+    # a user's own hidden folders with look-alike names are never touched
+    users = [_user_folder(out, name, age) for name in (".notes.old", ".backup.20261101")]
     # a killed export had moved the placed package aside: it is put back
     (gone / package.REPLACED_DIR / "other-package").mkdir(parents=True)
     with pytest.warns(UserWarning, match="interrupted exports"):
         removed = package.clean_work_folders(out)
     assert set(removed) == {gone, old_remote, unrecorded_old, legacy}
     assert (out / "restored-package" / PACKAGE_ID / "weights.pt").is_file()
-    for kept in (live, remote, unrecorded_new, out / ".git"):
+    for kept in (live, remote, unrecorded_new, out / ".git", *users):
         assert kept.is_dir()
+    assert all((user / "data.txt").is_file() for user in users)
     assert (out / "other-package").is_dir()
 
 
@@ -703,3 +723,38 @@ def test_export_cleans_a_killed_exports_work_folder_and_survives_stray_entries(
     listed = [e["folder"] for e in json.loads((out / "index.json").read_text())["packages"]]
     assert listed == [PACKAGE_ID]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_zip_with_two_descriptions_is_refused_before_anything_runs(
+    exported_3to2d: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """bioimageio.core would take `a.bioimageio.yaml` (sorted first) while a checker reading
+    `rdf.yaml` saw only our trusted architecture: such a zip is refused outright."""
+    marker = tmp_path / "ran"
+    rdf = yaml.safe_load(zipfile.ZipFile(exported_3to2d).read("rdf.yaml"))
+    evil = copy.deepcopy(rdf)
+    evil["weights"]["pytorch_state_dict"]["architecture"] = {
+        "callable": "system",
+        "import_from": "os",
+        "kwargs": {"command": f"touch {marker}"},
+    }
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(exported_3to2d) as source, zipfile.ZipFile(two, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, source.read(name))
+        target.writestr("a.bioimageio.yaml", yaml.safe_dump(evil))
+    done = run_cli(["validate", two, "--report-dir", tmp_path / "r"], capsys, monkeypatch, tmp_path)
+    done.assert_one_clear_error("several package descriptions", "a.bioimageio.yaml")
+    assert not marker.exists()
+
+
+def test_a_linked_package_path_is_refused_before_any_work(tmp_path: Path):
+    out = tmp_path / "packages"
+    out.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (out / PACKAGE_ID).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserInputError, match="symbolic link"):
+        package.check_out_dir(out, (PACKAGE_ID,))

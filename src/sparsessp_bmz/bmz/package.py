@@ -266,7 +266,8 @@ def clean_work_folders(out_dir: Path) -> list[Path]:
         if work.is_symlink() or not work.is_dir():
             continue
         legacy = _LEGACY_TRASH.match(work.name)
-        if legacy and _idle_s(work) > STALE_AFTER_S:
+        # only a package folder set aside by an older export, never a user's `.x.old`
+        if legacy and (work / "rdf.yaml").is_file() and _idle_s(work) > STALE_AFTER_S:
             target = out_dir / legacy["id"]
             if not target.exists() and not target.is_symlink():
                 work.rename(target)  # that export died before placing the new package
@@ -274,9 +275,11 @@ def clean_work_folders(out_dir: Path) -> list[Path]:
                 shutil.rmtree(work, ignore_errors=True)
             removed.append(work)
             continue
-        if not _WORK_NAME.match(work.name):
-            continue
-        if not _abandoned(work):
+        match = _WORK_NAME.match(work.name)
+        # only an export's own work folder (its owner record, or the package folder it builds),
+        # never another hidden folder that happens to have a similar name
+        ours = match and ((work / OWNER_FILE).is_file() or (work / match["id"]).is_dir())
+        if not ours or not _abandoned(work):
             continue
         replaced = work / REPLACED_DIR
         for old in sorted(replaced.iterdir()) if replaced.is_dir() else []:
@@ -322,6 +325,13 @@ def check_out_dir(out_dir: Path, package_ids: tuple[str, ...] = ()) -> None:
         )
     wanted_dirs = [REPORTS_DIR, *package_ids]
     wanted_files = ["index.json", "index.md", *(f"{i}.zip" for i in package_ids)]
+    for name in [*wanted_dirs, *wanted_files]:
+        path = out_dir / name
+        if path.is_symlink():
+            raise UserInputError(
+                f"{path} is a symbolic link where export puts its own {name}; export replaces it "
+                "by renaming, which a link does not survive: remove the link and export again"
+            )
     for name in wanted_dirs:
         path = out_dir / name
         if path.exists() and not path.is_dir():
@@ -355,7 +365,7 @@ def _place(pairs: list[tuple[Path, Path]], trash: Path) -> None:
     try:
         for source, destination in pairs:
             done.append((destination, _replace(source, destination, trash)))
-    except OSError:
+    except BaseException:  # a full disk, or Ctrl-C between two renames: all or nothing
         for destination, moved in reversed(done):
             if destination.is_dir() and not destination.is_symlink():
                 shutil.rmtree(destination, ignore_errors=True)
@@ -412,6 +422,7 @@ def export_package(
         if err.errno not in DISK_ERRNOS:
             raise
         raise _disk_error(err, package, out_dir) from err
+    placed = False
     try:
         (work / OWNER_FILE).write_text(json.dumps(_owner_record()) + "\n", encoding="utf-8")
         start = time.perf_counter()
@@ -439,12 +450,15 @@ def export_package(
             [(folder, out_dir / package), (archive, out_dir / f"{package}.zip")],
             work / REPLACED_DIR,
         )
+        placed = True
     except OSError as err:
         if err.errno not in DISK_ERRNOS:
             raise
         raise _disk_error(err, package, out_dir) from err
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        interrupted = not placed and any((work / REPLACED_DIR).glob("*"))
+        if not interrupted:  # else it holds a package moved aside: the next export restores it
+            shutil.rmtree(work, ignore_errors=True)
         try:
             write_index(out_dir)
         except OSError as err:  # the index is rebuilt by the next export

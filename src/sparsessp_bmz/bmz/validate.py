@@ -124,11 +124,32 @@ class PackageReport(BaseModel):
         return f"{verdict} {self.model_id or '?'} ({detail}) {self.seconds:.1f} s  {self.source}"
 
 
-def _rdf_name(names: Sequence[str]) -> str | None:
-    for name in RDF_NAMES:
-        if name in names:
-            return name
-    return next((n for n in names if n.endswith(".bioimageio.yaml") and "/" not in n), None)
+#: Every file name bioimageio.spec takes for a description (`identify_bioimageio_yaml_file_name`
+#: in bioimageio.spec `_internal/io.py`: these names, or any name ending in "." + one of them,
+#: anywhere in a zip).
+DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
+
+
+def _rdf_name(names: Sequence[str], where: Path) -> str | None:
+    """The package's one description file at its root, or None.
+
+    More than one file that bioimageio.spec could take for the description is refused: our checks
+    (which decide what code may run) and bioimageio.core (which runs it) must read the same one,
+    and bioimageio.spec's choice among several differs from ours.
+    """
+    candidates = sorted(
+        name
+        for name in names
+        if any(
+            name == d or name.endswith("." + d) or name.endswith("/" + d) for d in DESCRIPTION_NAMES
+        )
+    )
+    if len(candidates) > 1:
+        raise UserInputError(
+            f"{where} holds several package descriptions {candidates}; a package has exactly "
+            "one rdf.yaml (or bioimageio.yaml): remove the others"
+        )
+    return candidates[0] if candidates and "/" not in candidates[0] else None
 
 
 def _zip_reader(path: Path) -> FileReader:
@@ -144,7 +165,7 @@ def _open_zip(path: Path) -> tuple[dict[str, Any], FileReader, str]:
         with zipfile.ZipFile(path) as archive:
             limits.check_zip(path, archive)
             names = archive.namelist()
-            name = _rdf_name(names)
+            name = _rdf_name(names, path)
             if name is None:
                 nested = next((n for n in names if n.rsplit("/", 1)[-1] in RDF_NAMES), None)
                 hint = (
@@ -182,7 +203,7 @@ def open_package(path: Path) -> tuple[dict[str, Any], FileReader, str]:
         raise UserInputError(f"{path} does not exist; give a package folder, rdf.yaml or .zip")
     if path.is_dir():
         try:
-            name = _rdf_name([p.name for p in path.iterdir()])
+            name = _rdf_name([p.name for p in path.iterdir()], path)
         except OSError as err:
             raise UserInputError(f"{path} cannot be listed ({err.strerror or err})") from err
         if name is None:

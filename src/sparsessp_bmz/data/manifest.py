@@ -94,7 +94,8 @@ def read_manifest(manifest: Path) -> list[ManifestRow]:
     """Parse and check a manifest: columns, channel indices and that every file exists."""
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
-        raise UserInputError(f"manifest {manifest} does not exist; give the path of a CSV file")
+        what = "is a folder" if manifest.is_dir() else "does not exist"
+        raise UserInputError(f"manifest {manifest} {what}; give the path of a CSV file")
     try:
         # decoded whole first: a CSV that is not UTF-8 (Excel's "CSV" in a legacy code page, or
         # not text at all) is refused with the line of the first bad byte, before any row is used

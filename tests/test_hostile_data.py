@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,21 +20,18 @@ import pytest
 import tifffile
 import torch
 from hostile_fixtures import assert_unchanged, run_cli, snapshot
+from predict_fixtures import checkpoint
 
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.guards import ENV_VAR
 from sparsessp_bmz.imageio import write_ome_tiff
-from sparsessp_bmz.nets import build_net
-from sparsessp_bmz.spec import ModelSpec
-from sparsessp_bmz.trained import TrainedModel
 
-SPEC = ModelSpec(
-    organelle="dna", ratio=2, topology="3to2d", width=0.125, units=16, patch=(8, 32, 32)
-)
 #: The grid of a sparse r=2 stack for the model: z twice the model's 0.29 um.
 SPARSE_GRID = (0.58, 0.29, 0.29)
 
 Build = Callable[[Path, pytest.MonkeyPatch], list[str]]
+
+__all__ = ["checkpoint"]  # fixtures
 
 
 @dataclass(frozen=True)
@@ -56,20 +52,6 @@ def case(*words: str) -> Callable[[Build], Build]:
         return build
 
     return register
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`model.ckpt` in the test folder, whose loader yields a tiny untrained model (the loader's
-    own hostile cases are the trainer's)."""
-    torch.manual_seed(0)
-    trained = TrainedModel(spec=SPEC, net=build_net(SPEC).eval())
-    path = tmp_path / "model.ckpt"
-    path.write_bytes(b"checkpoint")
-    module = types.ModuleType("sparsessp_bmz.training.checkpoint")
-    module.load_trained = lambda p: trained  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sparsessp_bmz.training.checkpoint", module)
-    return path
 
 
 def tl(tmp: Path, name: str = "tl.ome.tif", shape=(6, 32, 32), voxel=SPARSE_GRID) -> Path:

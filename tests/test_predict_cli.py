@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import csv
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from predict_fixtures import checkpoint
 from typer.testing import CliRunner
 
 from sparsessp_bmz.cli import app
 from sparsessp_bmz.imageio import write_ome_tiff
-from sparsessp_bmz.nets import build_net
-from sparsessp_bmz.spec import ModelSpec
-from sparsessp_bmz.trained import TrainedModel
 
 runner = CliRunner()
-SPEC = ModelSpec(
-    organelle="dna", ratio=2, topology="3to2d", width=0.125, units=16, patch=(8, 32, 32)
-)
 
-
-@pytest.fixture
-def checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A checkpoint path whose loader yields a tiny untrained model.
-
-    The commands are tested for their wiring (reading, windowing, writing, errors); checkpoint
-    round trips are the trainer's tests.
-    """
-    torch.manual_seed(0)
-    trained = TrainedModel(spec=SPEC, net=build_net(SPEC).eval())
-    path = tmp_path / "model.ckpt"
-    path.write_bytes(b"")
-    module = types.ModuleType("sparsessp_bmz.training.checkpoint")
-    module.load_trained = lambda p: trained  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sparsessp_bmz.training.checkpoint", module)
-    return path
+__all__ = ["checkpoint"]  # fixtures
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]

@@ -33,6 +33,7 @@ from urllib.request import Request, urlopen
 import numpy as np
 
 from sparsessp_bmz.bmz.checks import CheckResult, FileReader, fail, ok
+from sparsessp_bmz.bmz.metadata import spdx_licenses
 
 # --- Rules and the files they come from ------------------------------------------------------
 # bioimageio.spec, src/bioimageio/spec/generic/v0_3.py (`GenericModelDescrBase.name`): letters,
@@ -124,17 +125,6 @@ def check_description(rdf: dict[str, Any]) -> CheckResult:
             "warning",
         )
     return ok("description", f"{n} characters")
-
-
-@cache
-def spdx_licenses() -> dict[str, bool]:
-    """SPDX identifier -> deprecated, from the list bioimageio.spec ships (no network)."""
-    from bioimageio.spec.utils import get_spdx_licenses
-
-    return {
-        entry["licenseId"]: bool(entry["isDeprecatedLicenseId"])
-        for entry in get_spdx_licenses()["licenses"]
-    }
 
 
 def check_license(rdf: dict[str, Any], read: FileReader) -> CheckResult:

@@ -148,22 +148,23 @@ def publication(
     metadata: PublisherMetadata | None,
 ) -> Publication:
     """Merge the publisher's metadata over the template, filled for one package."""
-    meta = metadata or PublisherMetadata()
     values = {
         "organelle": spec.organelle,
         "ratio": spec.ratio,
         "topology": spec.topology,
         "model_id": spec.model_id,
     }
+    # the publisher's name and description filled for this model, and checked once filled
+    meta = (metadata or PublisherMetadata()).filled(values)
 
     def fill(text: str) -> str:
         return " ".join(fill_template(text, values).split())
 
-    name = fill(meta.name or template["name"]) + VARIANT_LABEL[variant]
+    name = (meta.name or fill(template["name"])) + VARIANT_LABEL[variant]
     description = fill(template["description"][variant])
     if meta.description:  # the publisher's words, then what this variant takes and gives
-        note = template["variant_note"].get(variant, "")
-        description = fill(f"{meta.description} {note}")
+        note = fill(template["variant_note"].get(variant, ""))
+        description = f"{meta.description} {note}".strip()
     tags = [fill(str(tag)).lower() for tag in template["tags"][variant]]
     tags += [tag for tag in meta.tags if tag not in tags]
     cite = [Citation(text=entry["text"], doi=entry["doi"]) for entry in template["cite"]]

@@ -47,7 +47,6 @@ from sparsessp_bmz.trained import TrainedModel
 
 #: rdf_templates/ of the repository, installed as the package sparsessp_bmz.rdf_templates.
 TEMPLATES_DIR = Path(str(resources.files("sparsessp_bmz.rdf_templates")))
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 #: Stem suffix of the report of a package that failed validation (reports/<id>.failed.md).
@@ -97,7 +96,7 @@ def zip_folder(folder: Path, destination: Path) -> Path:
     """Deterministic zip: sorted entries, fixed times and permissions."""
     with zipfile.ZipFile(destination, "w") as archive:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=ZIP_DATE)
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=weights.ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3
             info.external_attr = 0o644 << 16
@@ -127,7 +126,8 @@ def build_folder(
     raw_prediction = testdata.predict(wrap_variant(trained.net, variant), image)
     display = DisplayScale.of(raw_prediction) if variant in DISPLAY_SCALED else None
     net = wrap_variant(trained.net, variant, None if display is None else display.map).eval()
-    prediction = testdata.predict(net, image)
+    # the shipped network's own output: the display map applied by torch, as consumers run it
+    prediction = raw_prediction if display is None else testdata.predict(net, image)
     facts = package_facts(
         trained,
         variant,

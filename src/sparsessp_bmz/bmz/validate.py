@@ -41,7 +41,6 @@ from sparsessp_bmz.bmz.consumers import ConsumerVerdict, static_verdicts
 from sparsessp_bmz.bmz.offline import accounts_unchecked, github_users
 from sparsessp_bmz.errors import UserInputError
 
-RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
 REPORT_JSON = "validation.json"
 REPORT_MD = "validation.md"
 Profile = Literal["default", "collection"]
@@ -167,7 +166,7 @@ def _open_zip(path: Path) -> tuple[dict[str, Any], FileReader, str]:
             names = archive.namelist()
             name = _rdf_name(names, path)
             if name is None:
-                nested = next((n for n in names if n.rsplit("/", 1)[-1] in RDF_NAMES), None)
+                nested = next((n for n in names if n.rsplit("/", 1)[-1] in DESCRIPTION_NAMES), None)
                 hint = (
                     f" (it has {nested}: zip the package folder's contents, not the folder)"
                     if nested

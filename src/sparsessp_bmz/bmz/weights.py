@@ -32,6 +32,9 @@ TORCHSCRIPT_FILE = "weights_torchscript.pt"
 ONNX_FILE = "weights.onnx"
 #: The newest ONNX deepImageJ's onnxruntime 1.13 reads; the limits are deepImageJ's rules.
 ONNX_OPSET = MAX_ONNX_OPSET
+#: Entry time of every zip this project writes (packages, TorchScript archives): zips record
+#: times, and a fixed one keeps re-exports byte-identical.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class WeightExportError(RuntimeError):
@@ -131,7 +134,7 @@ def strip_debug_records(path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
         for info, data in records:
-            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry = zipfile.ZipInfo(info.filename, date_time=ZIP_DATE)
             archive.writestr(entry, data)
     temporary.replace(path)
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sparsessp_bmz.cli.options import Verbose
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -28,15 +30,7 @@ def demo(
     ),
     cells: Annotated[int, typer.Option(help="Simulated fields of cells.")] = 16,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 0,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            help="Show Lightning's own output in every training (device banner, model "
-            "summary, its progress bar).",
-        ),
-    ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Simulate cells, train, evaluate, export and validate bioimage.io packages, then summarise.
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sparsessp_bmz.cli.options import Verbose
+
 
 def register(app: typer.Typer) -> None:
     app.command("matrix")(matrix)
@@ -18,14 +20,7 @@ def matrix(
         list[str] | None,
         typer.Argument(help="Dotted overrides for every entry, e.g. trainer.devices=4."),
     ] = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            help="Show Lightning's own output (device banner, model summary, its progress bar).",
-        ),
-    ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train, then score on whole test volumes, every entry; skip finished ones; one summary.
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sparsessp_bmz.cli.options import Verbose
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
@@ -20,14 +22,7 @@ def train(
         list[str] | None,
         typer.Argument(help="Dotted overrides, e.g. model.ratio=4 optim.max_steps=50."),
     ] = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            help="Show Lightning's own output (device banner, model summary, its progress bar).",
-        ),
-    ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train with Lightning: best (validation MSE) and last checkpoints, metrics CSV, resume.
 

@@ -758,3 +758,16 @@ def test_a_linked_package_path_is_refused_before_any_work(tmp_path: Path):
     (out / PACKAGE_ID).symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UserInputError, match="symbolic link"):
         package.check_out_dir(out, (PACKAGE_ID,))
+
+
+def test_a_package_given_where_a_checkpoint_belongs_says_what_to_do(
+    exported_3to2d: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    before = snapshot(exported_3to2d.parent)
+    done = run_cli(["export", exported_3to2d, "--out", tmp_path / "pk"], capsys, monkeypatch)
+    done.assert_one_clear_error("is a bioimage.io package", "load_package", "give a .ckpt")
+    assert_unchanged(before, exported_3to2d.parent)
+    assert not (tmp_path / "pk").exists()

@@ -52,6 +52,18 @@ def _tampered(path: Path, what: str) -> DamagedCheckpoint:
     )
 
 
+def _is_package(path: Path) -> bool:
+    """A zip whose root holds a package description (a torch checkpoint's members all sit in
+    one archive folder)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name in ("rdf.yaml", "bioimageio.yaml") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """The raw checkpoint dict, or a UserInputError saying why it is not one of ours.
 
@@ -61,6 +73,12 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         raise UserInputError(
             f"checkpoint {path} does not exist; give a .ckpt written by `sparsessp-bmz train` "
             f"(RUN_DIR/checkpoints/best.ckpt)"
+        )
+    if _is_package(path):
+        raise UserInputError(
+            f"{path} is a bioimage.io package, not a training checkpoint; run it with "
+            "bioimageio.core (`bioimageio predict PKG --inputs stack.tif --blockwise 2`) or load "
+            "it in Python with sparsessp_bmz.bmz.export.load_package; give a .ckpt here"
         )
     try:
         try:

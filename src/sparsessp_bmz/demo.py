@@ -20,7 +20,7 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.reporting import Column, console_table, metric_columns
 from sparsessp_bmz.reporting import write_summary as report_summary
 from sparsessp_bmz.spec import Topology
-from sparsessp_bmz.training.matrix import EntryResult
+from sparsessp_bmz.training.matrix_summary import EntryResult
 
 #: The demo's models: structures x ratios x topologies on top of a preset, one matrix per preset
 #: (volume models on training/demo.yaml; the plane model for QuPath on training/plane.yaml).

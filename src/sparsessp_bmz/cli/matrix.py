@@ -29,7 +29,8 @@ def matrix(
     """
     from rich.console import Console
 
-    from sparsessp_bmz.training.matrix import run_matrix, summary_table
+    from sparsessp_bmz.training.matrix import run_matrix
+    from sparsessp_bmz.training.matrix_summary import summary_table
     from sparsessp_bmz.training.progress import verbose_console
 
     console = Console()

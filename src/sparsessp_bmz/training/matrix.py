@@ -9,19 +9,15 @@ command again retries only what failed or is unfinished.
 from __future__ import annotations
 
 import itertools
-import math
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparsessp_bmz.errors import UserInputError
-from sparsessp_bmz.metrics import METRIC_NAMES
-from sparsessp_bmz.reporting import Column, console_table, metric_columns
-from sparsessp_bmz.reporting import write_summary as report_summary
 from sparsessp_bmz.spec import SparsityRatio, Topology
 from sparsessp_bmz.training.config import (
     TrainConfig,
@@ -30,6 +26,7 @@ from sparsessp_bmz.training.config import (
     format_validation_error,
     load_raw,
 )
+from sparsessp_bmz.training.matrix_summary import EntryResult, fill_scores, write_summary
 
 ERROR_LOG = "error.log"
 
@@ -63,25 +60,6 @@ class Entry:
     ratio: int
     topology: str
     config: TrainConfig | None
-    error: str = ""
-
-
-@dataclass
-class EntryResult:
-    """One row of the summary table."""
-
-    organelle: str
-    ratio: int
-    topology: str
-    model_id: str = ""
-    status: str = "failed"
-    steps: int = 0
-    best_val_mse: float = math.nan
-    mse: float = math.nan
-    mae: float = math.nan
-    r2: float = math.nan
-    pearson: float = math.nan
-    run_dir: str = ""
     error: str = ""
 
 
@@ -125,18 +103,6 @@ def summary_dir(path: Path, settings: MatrixSettings, entries: list[Entry]) -> P
     return output / f"matrix-{Path(path).stem}"
 
 
-def _evaluate(config: TrainConfig, checkpoint: Path, split: str, row: EntryResult) -> None:
-    """Whole-volume scores of the best checkpoint (computed once, then read back)."""
-    from sparsessp_bmz.metrics import mean_metrics
-    from sparsessp_bmz.scores import scores_of
-    from sparsessp_bmz.training.checkpoint import load_trained
-
-    scores = scores_of(load_trained(checkpoint), split, settings=config.data_settings)
-    overall = mean_metrics(scores.values())
-    for name in METRIC_NAMES:
-        setattr(row, name, getattr(overall, name))
-
-
 def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
     """Train (and evaluate) one entry; any failure is recorded, not raised."""
     from sparsessp_bmz.training.run import train
@@ -156,7 +122,7 @@ def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
             result.best_val_mse,
         )
         if settings.evaluate:
-            _evaluate(config, result.best_checkpoint, settings.split, row)
+            fill_scores(row, config, result.best_checkpoint, settings.split)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # one broken entry must not stop a week-long matrix
@@ -211,29 +177,3 @@ def run_matrix(
     out = summary_dir(path, settings, entries)
     write_summary(rows, out)
     return rows, out
-
-
-# ---- summary -------------------------------------------------------------------------------
-
-#: What the summary shows of each row (summary.csv has every field).
-SHOWN = [
-    Column("organelle", "organelle"),
-    Column("ratio", "r", True),
-    Column("topology", "topology"),
-    Column("status", "status"),
-    Column("steps", "steps", True),
-    Column("best_val_mse", "val MSE", True),
-    *metric_columns(),
-    Column("error", "error"),
-]
-
-
-def write_summary(rows: list[EntryResult], out: Path) -> tuple[Path, Path]:
-    """summary.csv (all fields) and summary.md (a readable table), written atomically."""
-    records = [asdict(row) for row in rows]
-    return report_summary(records, list(EntryResult.__dataclass_fields__), SHOWN, out)
-
-
-def summary_table(rows: list[EntryResult]):  # type: ignore[no-untyped-def]
-    """A rich table of the summary (status coloured)."""
-    return console_table([asdict(row) for row in rows], SHOWN, "SparseSSP model matrix")

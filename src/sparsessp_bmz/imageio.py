@@ -1,9 +1,12 @@
 """Images in and out of `sparsessp-bmz predict`: a TL stack brought to the model's grid, and an
-OME-TIFF prediction that records its voxel size.
+OME-TIFF or OME-Zarr prediction that records its voxel size.
 
 Decoding is the data layer's `read_stack` (bioio, any plugin: TIFF, OME-TIFF, CZI, OME-Zarr), so
 prediction reads files exactly as training did; this module adds what a user's file needs beyond
 a manifest row: the sparse/dense distinction, the model's grid, and checks with one clear message.
+An OME-Zarr input already on the model's grid is not read whole: `open_prediction_input` hands out
+bands of rows on demand (bioio's dask array), z-scored with statistics of one streaming pass, so
+a field larger than memory can be predicted slab by slab into an OME-Zarr output.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from sparsessp_bmz.errors import UserInputError
 
 #: A sparse stack needs at least this many slices: one slice has no z context to learn from.
 MIN_SPARSE_SLICES = 2
-#: What `write_ome_tiff` writes: OME-TIFF, so only TIFF names (a .png would hold TIFF bytes).
-OUTPUT_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
+#: Names `write_ome_tiff` writes (a .png would hold TIFF bytes).
+TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
+#: Names `OmeZarrOutput` writes (a folder).
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+OUTPUT_SUFFIXES = TIFF_SUFFIXES + ZARR_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -126,10 +132,15 @@ def write_ome_tiff(path: Path, volume_zyx: np.ndarray, voxel_size_um: VoxelSize)
                 handle, np.asarray(volume_zyx, dtype=np.float32), ome=True, metadata=metadata
             )
     except OSError as err:
-        raise UserInputError(
-            f"cannot write {path}: {err.strerror or err}; nothing was written under that name "
-            "(it keeps what it held before): free disk space or choose another folder"
-        ) from err
+        raise write_failed(path, err) from err
+
+
+def write_failed(path: Path, err: OSError) -> UserInputError:
+    """The one message of a prediction that could not be written (disk full, permissions)."""
+    return UserInputError(
+        f"cannot write {path}: {err.strerror or err}; nothing was written under that name "
+        "(it keeps what it held before): free disk space or choose another folder"
+    )
 
 
 def check_output_path(output: Path, sources: Mapping[str, Path]) -> None:
@@ -146,16 +157,18 @@ def check_output_path(output: Path, sources: Mapping[str, Path]) -> None:
                 f"output {output} is the {role} ({source}); writing the prediction there would "
                 "destroy it: choose another output name"
             )
-    if output.is_dir():
+    if output.is_dir() and not (is_zarr_name(output) and _is_zarr(output)):
         raise UserInputError(
             f"output {output} is a folder; give a file name inside it, e.g. "
-            f"{output / 'prediction.ome.tif'}"
+            f"{output / 'prediction.ome.tif'}, or end OUTPUT with / to write one prediction per "
+            "input into it"
         )
     name = output.name.lower()
     if not name.endswith(OUTPUT_SUFFIXES):
         raise UserInputError(
-            f"output {output} must be a TIFF name: the prediction is written as OME-TIFF; use "
-            f"one of {', '.join(OUTPUT_SUFFIXES)} (e.g. {output.stem.split('.')[0]}.ome.tif)"
+            f"output {output} must be an image name: the prediction is written as OME-TIFF "
+            f"({', '.join(TIFF_SUFFIXES)}) or OME-Zarr ({', '.join(ZARR_SUFFIXES)}); e.g. "
+            f"{output.stem.split('.')[0]}.ome.tif"
         )
     folder = output.absolute().parent
     while not folder.exists() and folder != folder.parent:
@@ -180,3 +193,262 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         pass
     return a.absolute().resolve() == b.absolute().resolve()
+
+
+def is_zarr_name(path: Path) -> bool:
+    """Whether `path` names an OME-Zarr output (by its name alone)."""
+    return Path(path).name.lower().endswith(ZARR_SUFFIXES)
+
+
+def _is_zarr(folder: Path) -> bool:
+    """Whether `folder` holds a Zarr group (v2 or v3): a prediction written before, which may be
+    replaced, unlike any other folder."""
+    return any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs"))
+
+
+#: Zarr format of OME-Zarr outputs: 2 (OME-NGFF 0.4), which the widest set of viewers reads
+#: (napari-ome-zarr, Fiji's n5-viewer, QuPath 0.5); bioio reads both.
+ZARR_FORMAT = 2
+#: Largest chunk of an OME-Zarr output, (z, y, x): a few MB, whole slabs along z.
+ZARR_CHUNK = (32, 256, 256)
+
+
+class OmeZarrOutput:
+    """A float32 (Z, Y, X) OME-Zarr image written region by region (inside `with`) into a
+    temporary folder that is renamed to `path` when the block ends without error
+    (bioio-ome-zarr's `OMEZarrWriter`, one resolution level, physical voxel sizes in
+    micrometres). A killed run leaves only the hidden temporary folder, never a half-written
+    image under `path`; a failed run removes it.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], voxel_size_um: VoxelSize) -> None:
+        from bioio_ome_zarr.writers import OMEZarrWriter
+
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove(self.partial)
+        self.writer = OMEZarrWriter(
+            str(self.partial),
+            level_shapes=shape,
+            dtype=np.float32,
+            chunk_shape=tuple(min(c, n) for c, n in zip(ZARR_CHUNK, shape, strict=True)),
+            zarr_format=ZARR_FORMAT,
+            image_name=self.path.name.split(".")[0],
+            axes_names=["z", "y", "x"],
+            axes_types=["space"] * 3,
+            axes_units=["micrometer"] * 3,
+            physical_pixel_size=[float(v) for v in voxel_size_um],
+        )
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        import shutil
+
+        if folder.exists():
+            shutil.rmtree(folder)
+
+    def write_rows(self, y0: int, block: np.ndarray) -> None:
+        """Rows [y0, y0 + block.shape[1]) of every slice."""
+        region = (
+            slice(0, block.shape[0]),
+            slice(y0, y0 + block.shape[1]),
+            slice(0, block.shape[2]),
+        )
+        self.writer.write_region(np.asarray(block, dtype=np.float32), region)
+
+    def __enter__(self) -> OmeZarrOutput:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb) -> None:  # type: ignore[no-untyped-def]
+        """Rename the finished image into place, or remove the partial one on any error (a disk
+        error becomes the one clear message of `write_failed`)."""
+        if kind is None:
+            self._commit()
+            return
+        self._remove(self.partial)
+        if isinstance(err, OSError):
+            raise write_failed(self.path, err) from err
+
+    def _commit(self) -> None:
+        """Put the finished image under its name (replacing an earlier OME-Zarr there)."""
+        self.writer.close()
+        old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
+        if self.path.exists():
+            os.replace(self.path, old)
+        os.replace(self.partial, self.path)
+        self._remove(old)
+
+
+def write_ome_zarr(path: Path, volume_zyx: np.ndarray, voxel_size_um: VoxelSize) -> None:
+    """Write a whole float32 (Z, Y, X) volume as OME-Zarr, atomically (see `OmeZarrOutput`)."""
+    volume = np.asarray(volume_zyx, dtype=np.float32)
+    with OmeZarrOutput(path, volume.shape, voxel_size_um) as output:  # type: ignore[arg-type]
+        output.write_rows(0, volume)
+
+
+#: Bytes of float64 input one band of the streaming statistics pass may take.
+STATS_BAND_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ZScore:
+    """Mean and standard deviation of a whole volume, as `data.normalise.zscore` computes them."""
+
+    mean: float
+    std: float
+
+
+def _streamed_zscore(data, path: Path) -> ZScore:  # type: ignore[no-untyped-def]
+    """Mean and std of a lazy (z, y, x) array in one pass over bands of rows, combined with
+    Chan et al.'s pairwise update (float64), refusing what `zscore` refuses (NaN, constant)."""
+    depth, height, width = data.shape
+    rows = max(1, STATS_BAND_BYTES // (8 * depth * width))
+    count, mean, m2 = 0, 0.0, 0.0
+    for start in range(0, height, rows):
+        band = np.asarray(data[:, start : start + rows].compute(), dtype=np.float64)
+        if not np.isfinite(band).all():
+            raise UserInputError(
+                f"input {path} contains NaN or infinite values; clean or crop the image"
+            )
+        n, band_mean = band.size, float(band.mean())
+        band_m2 = float(((band - band_mean) ** 2).sum())
+        delta = band_mean - mean
+        total = count + n
+        mean += delta * n / total
+        m2 += band_m2 + delta**2 * count * n / total
+        count = total
+    std = (m2 / count) ** 0.5
+    if std <= 1e-6 * max(1.0, abs(mean)):
+        raise UserInputError(
+            f"input {path}: the volume is constant ({mean:g}); it carries no signal"
+        )
+    return ZScore(mean, std)
+
+
+@dataclass(frozen=True)
+class LazyRows:
+    """A TL stack on disk, z-scored and subsampled on the sparse grid band by band (the
+    `SparseRows` of `predict.slabs`): only the rows asked for are read."""
+
+    data: object  # dask array (z, y, x) of the dense or sparse file
+    stats: ZScore
+    dense_phase: int | None
+    ratio: int
+
+    @property
+    def _z(self) -> slice:
+        return (
+            slice(None) if self.dense_phase is None else slice(self.dense_phase, None, self.ratio)
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        depth, height, width = self.data.shape  # type: ignore[attr-defined]
+        return len(range(depth)[self._z]), height, width
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        data = self.data[self._z, start:stop].compute()  # type: ignore[index]
+        band = np.require(data, dtype=np.float32, requirements="W")
+        band -= np.float32(self.stats.mean)  # in place: a band can be a few hundred MB
+        band /= np.float32(self.stats.std)
+        return band
+
+
+@dataclass(frozen=True)
+class PredictionField:
+    """What `open_prediction_input` gives: the sparse rows (in memory or read on demand) and the
+    voxel size the prediction will have."""
+
+    sparse: object  # predict.slabs.SparseRows
+    output_voxel_size_um: VoxelSize
+    resampled: bool
+
+    @property
+    def in_memory(self) -> bool:
+        return not isinstance(self.sparse, LazyRows)
+
+
+def open_prediction_input(
+    path: Path,
+    *,
+    ratio: int,
+    model_voxel_size_um: VoxelSize,
+    channel: int = 0,
+    dense_phase: int | None = None,
+    fallback_voxel_size_um: VoxelSize | None = None,
+    time: int | None = None,
+) -> PredictionField:
+    """`read_prediction_input`, except that an OME-Zarr already on the model's grid is read
+    lazily (bands of rows on demand) instead of whole. Other files, and OME-Zarr that needs
+    resampling, are read whole as before."""
+    from sparsessp_bmz.predict.slabs import ArrayRows
+
+    path = Path(path)
+    lazy = _lazy_zarr(
+        path, ratio, model_voxel_size_um, channel, dense_phase, fallback_voxel_size_um, time
+    )
+    if lazy is not None:
+        return PredictionField(lazy, model_voxel_size_um, False)
+    whole = read_prediction_input(
+        path,
+        ratio=ratio,
+        model_voxel_size_um=model_voxel_size_um,
+        channel=channel,
+        dense_phase=dense_phase,
+        fallback_voxel_size_um=fallback_voxel_size_um,
+        time=time,
+    )
+    return PredictionField(ArrayRows(whole.sparse), whole.output_voxel_size_um, whole.resampled)
+
+
+def _lazy_zarr(
+    path: Path,
+    ratio: int,
+    model_voxel_size_um: VoxelSize,
+    channel: int,
+    dense_phase: int | None,
+    fallback_voxel_size_um: VoxelSize | None,
+    time: int | None,
+) -> LazyRows | None:
+    """The lazy rows of an OME-Zarr on the model's grid, or None to read it whole.
+
+    Checks the file the way `read_stack` does (channel, time point, voxel size) on bioio's
+    metadata alone; `read_stack` itself always decodes the whole channel, which is what a field
+    larger than memory cannot afford.
+    """
+    if not (path.is_dir() and is_zarr_name(path)):
+        return None
+    from bioio import BioImage
+
+    from sparsessp_bmz.data.imageio import _time_point
+
+    mz, my, mx = model_voxel_size_um
+    file_grid = (mz, my, mx) if dense_phase is not None else (ratio * mz, my, mx)
+    try:
+        image = BioImage(path)
+        dims = image.dims
+        sizes = image.physical_pixel_sizes
+    except Exception:  # let read_stack name what is wrong with it
+        return None
+    recorded = (sizes.Z, sizes.Y, sizes.X)
+    if all(size is not None and size > 0 for size in recorded):
+        voxel = tuple(float(size) for size in recorded)
+    else:
+        voxel = tuple(fallback_voxel_size_um or file_grid)
+    if not np.allclose(voxel, file_grid, rtol=1e-3) or not 0 <= channel < dims.C:
+        return None  # resampling or a bad channel: the whole-volume path says and does it
+    guards.check_voxel_size(voxel, f"input {path.name}", "fix the voxel size in the file")
+    point = _time_point(path, f"input {path}", dims.T, time, "--time")
+    data = image.get_image_dask_data("ZYX", C=channel, T=point)
+    depth = len(
+        range(dims.Z)[slice(None) if dense_phase is None else slice(dense_phase, None, ratio)]
+    )
+    if dims.Z == 1:
+        raise UserInputError(_single_plane_message(path, (dims.Y, dims.X)))
+    if depth < MIN_SPARSE_SLICES:
+        raise UserInputError(
+            f"input {path} gives only {depth} sparse slice(s); the model needs at least "
+            f"{MIN_SPARSE_SLICES}. Is it a dense stack? Then pass --dense"
+        )
+    return LazyRows(data, _streamed_zscore(data, path), dense_phase, ratio)

@@ -1,4 +1,5 @@
-"""`sparsessp-bmz predict`: a whole TL z-stack in, a dense fluorescence OME-TIFF out."""
+"""`sparsessp-bmz predict`: TL z-stacks in, dense fluorescence predictions (OME-TIFF or OME-Zarr)
+out, from a training checkpoint or a SparseSSP bioimage.io package."""
 
 from __future__ import annotations
 
@@ -7,17 +8,41 @@ from typing import Annotated
 
 import typer
 
+#: Engines by name, as the option takes them (kept here so --help needs no torch import).
+ENGINE_NAMES = ("eager", "torchscript", "onnx", "bf16")
+FORMAT_NAMES = ("ome-tiff", "ome-zarr")
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
 
 
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Trained checkpoint (.ckpt).")],
-    input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="TL z-stack: TIFF, OME-TIFF, CZI, OME-Zarr.")
+    model: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODEL",
+            help="Trained checkpoint (.ckpt) or SparseSSP bioimage.io package (folder, .zip or "
+            "rdf.yaml).",
+        ),
     ],
-    output: Annotated[Path, typer.Argument(help="Prediction to write (OME-TIFF, float32).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT...",
+            help="TL z-stacks (TIFF, OME-TIFF, CZI, OME-Zarr): files, folders, globs "
+            "('plate/*.czi') or a manifest CSV.",
+        ),
+    ],
+    output: Annotated[
+        str,  # a str, not a Path: a trailing / (write into this folder) must survive
+        typer.Argument(
+            metavar="OUTPUT",
+            help="One input: the prediction to write (.ome.tif or .ome.zarr, float32). Several "
+            "inputs, a folder, a glob or OUTPUT ending in /: the folder that gets one prediction "
+            "per input, named after it.",
+        ),
+    ],
     channel: Annotated[int, typer.Option(help="Channel of INPUT holding the TL.")] = 0,
     dense: Annotated[
         bool,
@@ -36,10 +61,19 @@ def predict(
             help="Check: the sparsity ratio you expect; must equal the model's (implies --dense)."
         ),
     ] = None,
-    overlap: Annotated[float, typer.Option(help="Window overlap per axis, in [0, 1).")] = 0.5,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    overlap: Annotated[
+        float | None,
+        typer.Option(
+            help="Window overlap per axis, in [0, 1) (default: the measured plan, see README)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 1,
     window: Annotated[
-        str | None, typer.Option(help="Window DxHxW in target voxels (default: training patch).")
+        str | None,
+        typer.Option(
+            help="Window DxHxW in target voxels (default: training depth, y/x up to 4x the "
+            "training patch, fitted to the field)."
+        ),
     ] = None,
     voxel_size: Annotated[
         str | None,
@@ -49,6 +83,28 @@ def predict(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            "--weights",
+            help="How the network runs: onnx, torchscript (frozen graph), eager or bf16. "
+            "Default: onnx for a checkpoint, the package's own torchscript for a package "
+            "(onnx: the package's ONNX weights).",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Folder outputs: ome-tiff or ome-zarr (default: OME-Zarr for OME-Zarr inputs, "
+            "else OME-TIFF).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (default: torch's, one per physical core)."),
+    ] = None,
     time: Annotated[
         int | None,
         typer.Option(help="Time point of INPUT to predict (needed when it holds several)."),
@@ -62,28 +118,34 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Predict the dense fluorescence of the model's structure from a sparse (or dense) TL stack.
+    """Predict the dense fluorescence of the model's structure from sparse (or dense) TL stacks.
 
     A sparse INPUT holds the acquired slices only (z spacing r times the model's); the output has
     r times as many slices. With --dense (or --phase/--ratio) INPUT is a full stack, subsampled on
-    the model's grid first, so the prediction can be compared with a ground truth.
+    the model's grid first, so the prediction can be compared with a ground truth. With several
+    inputs, finished outputs are skipped, a failing file does not stop the others, and the exit
+    code is 1 if any failed.
     """
     from sparsessp_bmz.errors import UserInputError
     from sparsessp_bmz.guards import memory_limit_option
-    from sparsessp_bmz.imageio import check_output_path
     from sparsessp_bmz.predict import resolve_device
 
-    # everything the user can get wrong is checked before the checkpoint is even loaded
-    if not 0 <= overlap < 1:
+    # everything the user can get wrong is checked before the model is even loaded
+    if overlap is not None and not 0 <= overlap < 1:
         raise UserInputError(f"--overlap must be in [0, 1) (0.5: half a window), got {overlap:g}")
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    if engine is not None and engine not in ENGINE_NAMES:
+        raise UserInputError(f"--engine {engine!r} is not one of {', '.join(ENGINE_NAMES)}")
+    if output_format is not None and output_format not in FORMAT_NAMES:
+        raise UserInputError(f"--format {output_format!r} is not one of {', '.join(FORMAT_NAMES)}")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be at least 1, got {threads}")
     resolve_device(device)
-    check_output_path(output, {"INPUT": input_path, "checkpoint": checkpoint})
     with memory_limit_option(memory_limit):
         _predict(
-            checkpoint,
-            input_path,
+            model,
+            inputs,
             output,
             channel=channel,
             dense=dense,
@@ -94,78 +156,144 @@ def predict(
             window=window,
             voxel_size=voxel_size,
             device=device,
+            engine=engine,
+            output_format=output_format,
+            threads=threads,
             time=time,
         )
 
 
+def _single_output(inputs: list[str], output: str) -> bool:
+    """One input and an OUTPUT that names an image (or no folder to fill): today's
+    `predict CKPT INPUT OUTPUT`. A folder, glob or manifest with an OUTPUT folder is many."""
+    import glob
+
+    from sparsessp_bmz.imageio import OUTPUT_SUFFIXES
+
+    if len(inputs) != 1 or output.endswith(("/", "\\")):
+        return False
+    if Path(output).name.lower().endswith(OUTPUT_SUFFIXES):
+        return True
+    only = Path(inputs[0])
+    if only.suffix.lower() == ".csv" or (glob.has_magic(inputs[0]) and not only.exists()):
+        return False
+    return not only.is_dir()
+
+
 def _predict(
-    checkpoint: Path,
-    input_path: Path,
-    output: Path,
+    model_path: Path,
+    inputs: list[str],
+    output_text: str,
     *,
     channel: int,
     dense: bool,
     phase: int | None,
     ratio: int | None,
-    overlap: float,
+    overlap: float | None,
     batch_size: int,
     window: str | None,
     voxel_size: str | None,
     device: str,
+    engine: str | None,
+    output_format: str | None,
+    threads: int | None,
     time: int | None,
 ) -> None:
+    import torch
     from rich.console import Console
 
     from sparsessp_bmz.cli.parsing import parse_shape
     from sparsessp_bmz.errors import UserInputError
-    from sparsessp_bmz.imageio import read_prediction_input, write_ome_tiff
-    from sparsessp_bmz.predict import predict_volume
-    from sparsessp_bmz.training.checkpoint import load_trained
+    from sparsessp_bmz.imageio import check_output_path
+    from sparsessp_bmz.predict.batch import (
+        Job,
+        PredictOptions,
+        Runners,
+        expand_inputs,
+        plan_jobs,
+        predict_file,
+        predict_jobs,
+        progress_bars,
+    )
+    from sparsessp_bmz.predict.defaults import DEFAULT_ENGINE, DEFAULT_OVERLAP
+    from sparsessp_bmz.predict.models import is_package, load_model
 
     console = Console(stderr=True)
     window_shape = None if window is None else parse_shape(window, "--window")
     fallback = None if voxel_size is None else _parse_voxel(voxel_size)
-    if not input_path.exists():
-        raise UserInputError(f"input {input_path} does not exist; give the path of a TL z-stack")
-    trained = load_trained(checkpoint)
-    spec = trained.spec
+    role = "package" if is_package(model_path) else "checkpoint"
+    single = _single_output(inputs, output_text)
+    output = Path(output_text)
+    if single:
+        check_output_path(output, {"INPUT": Path(inputs[0]), role: model_path})
+        if not Path(inputs[0]).exists():
+            raise UserInputError(f"input {inputs[0]} does not exist; give the path of a TL z-stack")
+        jobs = [Job(Path(inputs[0]), channel, output)]
+    else:
+        found = expand_inputs(inputs, channel)
+        jobs = plan_jobs(found, output, output_format)  # type: ignore[arg-type]
+        for (
+            job
+        ) in jobs:  # an output may be any input (an OUT folder holding inputs), not only its own
+            for source, _ in found:
+                check_output_path(job.output, {"INPUT": source, role: model_path})
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = load_model(model_path)
+    spec = model.trained.spec
     if ratio is not None and ratio != spec.ratio:
         raise UserInputError(
             f"--ratio {ratio} differs from the model's sparsity ratio r={spec.ratio} "
             f"({spec.model_id}); a dense stack is always subsampled with the model's ratio: "
             f"drop --ratio or use an r={ratio} model"
         )
-    dense_phase = (phase or 0) if (dense or phase is not None or ratio is not None) else None
-    prepared = read_prediction_input(
-        input_path,
-        ratio=spec.ratio,
-        model_voxel_size_um=trained.voxel_size_um,
-        channel=channel,
-        dense_phase=dense_phase,
-        fallback_voxel_size_um=fallback,
-        time=time,
-    )
-    if prepared.resampled:
-        console.print(
-            f"[yellow]note:[/] {input_path.name} was resampled to the model's grid "
-            f"(target voxels {trained.voxel_size_um} um, sparse z step x{spec.ratio})"
-        )
-    prediction = predict_volume(
-        trained.net,
-        spec,
-        prepared.sparse,
-        overlap=overlap,
+    options = PredictOptions(
+        dense_phase=(phase or 0) if (dense or phase is not None or ratio is not None) else None,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap,
         batch_size=batch_size,
         window=window_shape,
+        voxel_size_um=fallback,
         device=device,
-        progress=True,
+        engine=engine or model.default_engine(DEFAULT_ENGINE),  # type: ignore[arg-type]
+        time=time,
     )
-    write_ome_tiff(output, prediction, prepared.output_voxel_size_um)
-    z, y, x = prepared.output_voxel_size_um
-    console.print(
-        f"{spec.model_id}: {prepared.sparse.shape[0]} sparse slices -> {output} "
-        f"{'x'.join(map(str, prediction.shape))} at {z:g}x{y:g}x{x:g} um"
-    )
+    if single:
+        job = jobs[0]
+        runners = Runners(model, options)
+        with runners.stack, progress_bars(True, 1) as (next_file, on_plan, advance):
+            next_file(job.input.name)
+            done = predict_file(model, job, options, runners, on_plan=on_plan, advance=advance)
+        if done.resampled:
+            console.print(
+                f"[yellow]note:[/] {job.input.name} was resampled to the model's grid "
+                f"(target voxels {model.trained.voxel_size_um} um, sparse z step x{spec.ratio})"
+            )
+        z, y, x = done.voxel_size_um
+        console.print(
+            f"{spec.model_id}: {job.input.name} -> {job.output} "
+            f"{'x'.join(map(str, done.shape))} at {z:g}x{y:g}x{x:g} um ({options.engine})"
+        )
+        return
+    outcomes = predict_jobs(model, jobs, options, progress=True)
+    _summary(console, outcomes)
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _summary(console, outcomes) -> None:  # type: ignore[no-untyped-def]
+    """One line per file (written, skipped or failed, and why), then the counts."""
+    from rich.markup import escape
+
+    style = {"written": "green", "skipped": "yellow", "failed": "bold red"}
+    for o in outcomes:
+        took = f" in {o.seconds:.1f} s" if o.status == "written" else ""
+        console.print(
+            f"[{style[o.status]}]{o.status}[/] {escape(str(o.job.input))} -> "
+            f"{escape(str(o.job.output))}{took}: {escape(o.detail)}",
+            highlight=False,
+        )
+    counts = {s: sum(o.status == s for o in outcomes) for s in style}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
 def _parse_voxel(text: str) -> tuple[float, float, float]:

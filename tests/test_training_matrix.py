@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import SMALL_FIELD
+from matrix_fixtures import write_matrix
 
 from sparsessp_bmz.data.config import SimulationSettings
 from sparsessp_bmz.data.simulate.writer import simulate
@@ -20,21 +21,6 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cells=4, structures=("dna", "mitochondria"), seed=3, shape=SMALL_FIELD
     )
     return simulate(settings, tmp_path_factory.mktemp("simulated"))
-
-
-def write_matrix(folder: Path, manifest: Path, organelles: str) -> Path:
-    (folder / "base.yaml").write_text(
-        "model: {organelle: dna, ratio: 2, topology: 3to2d, width: 0.125, units: 16, "
-        "patch: [8, 32, 32]}\n"
-        f"data: {{manifest: {manifest}, samples_per_epoch: 4, patches_per_volume: 2}}\n"
-        "optim: {batch_size: 2, max_steps: 2, val_samples: 2, lr: 1.0e-3}\n"
-        f"trainer: {{output_dir: {folder / 'runs'}, progress_bar: false, accelerator: cpu}}\n"
-    )
-    matrix = folder / "matrix.yaml"
-    matrix.write_text(
-        f"base: base.yaml\norganelles: {organelles}\nratios: [2]\ntopologies: [3to2d]\n"
-    )
-    return matrix
 
 
 def read_summary(out: Path) -> list[dict[str, str]]:

@@ -210,35 +210,93 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(
     import os
     import signal
     import subprocess
-    import sys
-    import time
 
-    import yaml
+    from matrix_fixtures import TRAIN, start_training, write_preset
 
-    def preset(run_dir: Path) -> Path:
-        raw = tiny_raw(manifest, run_dir, max_steps=60)
-        path = tmp_path / f"{run_dir.name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
-
-    command = [str(Path(sys.executable).parent / "sparsessp-bmz"), "train"]
-    straight = tmp_path / "straight"
-    subprocess.run([*command, str(preset(straight))], check=True, capture_output=True)
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [*command, str(preset(killed))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    last = killed / "checkpoints" / "last.ckpt"
-    while not last.exists() and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*TRAIN, str(write_preset(manifest, straight, 60))], check=True)
+    preset = write_preset(manifest, killed, 60)
+    process = start_training(preset, killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "done.json").exists(), "the run finished before it could be killed"
-    subprocess.run([*command, str(preset(killed))], check=True, capture_output=True)
+    subprocess.run([*TRAIN, str(preset)], check=True, capture_output=True)
     expected = net_weights(straight / "checkpoints" / "last.ckpt")
-    actual = net_weights(last)
+    actual = net_weights(killed / "checkpoints" / "last.ckpt")
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
     metrics = Path("logs") / "metrics.csv"
     assert _logged_steps(killed / metrics) == _logged_steps(straight / metrics)
+
+
+def test_a_second_process_is_refused_while_another_trains_the_run(
+    manifest: Path, tmp_path: Path
+) -> None:
+    from matrix_fixtures import LockHolderProcess
+
+    config = tiny_config(manifest, tmp_path / "run")
+    holder = LockHolderProcess(config.run_dir())
+    try:
+        with pytest.raises(UserInputError, match=rf"being trained by pid {holder.pid} on "):
+            train(config)
+        assert not (config.run_dir() / "checkpoints").exists()
+        assert not (config.run_dir() / "config.json").exists()
+    finally:
+        holder.stop()  # SIGKILL: the kernel releases the lock
+    assert train(config).status == "trained"
+
+
+def test_the_lock_names_its_slurm_job_and_is_free_once_its_holder_is_killed(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from matrix_fixtures import LockHolderProcess
+
+    from sparsessp_bmz.training.run_lock import current_holder
+
+    env = {**os.environ, "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "1"}
+    holder = LockHolderProcess(tmp_path, env=env)
+    seen = current_holder(tmp_path)
+    assert seen is not None and seen.pid == holder.pid and seen.slurm_job_id == "4242_1"
+    holder.stop()
+    assert current_holder(tmp_path) is None
+
+
+def test_a_lock_kept_by_orphans_of_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from sparsessp_bmz.training.run_lock import current_holder, run_lock
+
+    # the holder forks (as DataLoader workers are forked) and is killed; its child keeps the flock
+    code = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from pathlib import Path
+        from sparsessp_bmz.training.run_lock import run_lock
+        with run_lock(Path({str(tmp_path)!r})):
+            child = os.fork()
+            if child == 0:
+                time.sleep(60)
+                os._exit(0)
+            print(child, flush=True)
+            sys.stdin.readline()
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    orphan = int(holder.stdout.readline())
+    holder.kill()
+    holder.wait()
+    try:
+        assert current_holder(tmp_path) is None  # its record names a dead process
+        with run_lock(tmp_path) as me:
+            assert current_holder(tmp_path) == me
+    finally:
+        os.kill(orphan, signal.SIGKILL)

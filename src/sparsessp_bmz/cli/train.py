@@ -27,18 +27,23 @@ def train(
     """Train with Lightning: best (validation MSE) and last checkpoints, metrics CSV, resume.
 
     Running the same command again resumes from the run's last checkpoint, or says that the run
-    already finished.
+    already finished. A second process on the same run is refused while the first trains. On
+    SIGUSR1 (SLURM's warning before the time limit) the run stops before its next step, requeues
+    its SLURM job when there is one, and exits with status 75.
     """
+    from lightning.pytorch.utilities import rank_zero_only
     from rich.console import Console
 
     from sparsessp_bmz.training.config import load_config
+    from sparsessp_bmz.training.preemption import exit_when_preempted
     from sparsessp_bmz.training.progress import verbose_console
     from sparsessp_bmz.training.run import train as run_training
 
     settings = load_config(config, overrides or [])
-    console = Console()
+    # DDP on one machine runs this command once per device: the other ranks train in silence
+    console = Console(quiet=rank_zero_only.rank != 0)
     console.print(f"run folder: {settings.run_dir()}", highlight=False, soft_wrap=True)
-    with verbose_console(verbose):
+    with verbose_console(verbose), exit_when_preempted(console):
         result = run_training(settings)
     if result.status == "already finished":
         console.print(

@@ -3,7 +3,8 @@
 Meant to run unattended for days on a cluster: finished entries are skipped (their run folders
 say so), an entry that crashes is logged to its run folder and marked failed while the others go
 on, and the end is always one summary table (CSV, markdown and a printed table). Running the same
-command again retries only what failed or is unfinished.
+command again retries only what failed or is unfinished. `run_entry` is what one entry runs,
+whichever executor runs it (in this process, or as a SLURM array task: `executors`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.spec import SparsityRatio, Topology
+from sparsessp_bmz.training.cluster import DEFAULT_MAX_REQUEUES, ClusterSettings
 from sparsessp_bmz.training.config import (
     TrainConfig,
     apply_overrides,
@@ -49,6 +51,9 @@ class MatrixSettings(BaseModel):
     split: str = "test"
     summary_dir: Path | None = Field(
         None, description="Where the summary goes; default OUTPUT_DIR/matrix-<file name>."
+    )
+    cluster: ClusterSettings = Field(
+        ClusterSettings(), description="Resources of the jobs of `matrix --executor slurm`."
     )
 
 
@@ -103,8 +108,15 @@ def summary_dir(path: Path, settings: MatrixSettings, entries: list[Entry]) -> P
     return output / f"matrix-{Path(path).stem}"
 
 
-def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
-    """Train (and evaluate) one entry; any failure is recorded, not raised."""
+def run_entry(
+    entry: Entry, settings: MatrixSettings, max_requeues: int = DEFAULT_MAX_REQUEUES
+) -> EntryResult:
+    """Train (and evaluate) one entry; any failure is recorded, not raised.
+
+    Two exceptions pass: KeyboardInterrupt, and `Preempted` (the run stopped on SLURM's warning
+    signal and its job was requeued at most `max_requeues` times: it is unfinished, not failed).
+    """
+    from sparsessp_bmz.training.preemption import Preempted
     from sparsessp_bmz.training.run import train
 
     row = EntryResult(entry.organelle, entry.ratio, entry.topology)
@@ -114,8 +126,9 @@ def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
     config = entry.config
     row.model_id = config.model.model_id
     row.run_dir = str(config.run_dir())
+    log = config.run_dir() / ERROR_LOG
     try:
-        result = train(config)
+        result = train(config, max_requeues=max_requeues)
         row.status, row.steps, row.best_val_mse = (
             result.status,
             result.global_step,
@@ -123,12 +136,12 @@ def run_entry(entry: Entry, settings: MatrixSettings) -> EntryResult:
         )
         if settings.evaluate:
             fill_scores(row, config, result.best_checkpoint, settings.split)
-    except KeyboardInterrupt:
+        log.unlink(missing_ok=True)  # the failure of an earlier attempt is over
+    except (KeyboardInterrupt, Preempted):
         raise
     except Exception as err:  # one broken entry must not stop a week-long matrix
         row.status = "failed"
         row.error = f"{type(err).__name__}: {err}".splitlines()[0]
-        log = config.run_dir() / ERROR_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(traceback.format_exc(), encoding="utf-8")
     return row

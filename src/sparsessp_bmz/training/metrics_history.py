@@ -72,3 +72,14 @@ def restore_history(logs: Path) -> None:
 def discard_history(logs: Path) -> None:
     """Forget rows set aside by an earlier attempt: the run starts again from step 0."""
     (logs / HISTORY_FILE).unlink(missing_ok=True)
+
+
+def latest(logs: Path, column: str) -> tuple[int, float] | None:
+    """The last logged (step, value) of `column` in a run's history, resumes and a resume in
+    progress included; None when nothing was logged yet."""
+    _, rows = _merged_metrics(logs)
+    for row in reversed(rows):
+        value = row.get(column)
+        if value:
+            return int(row["step"]), float(value)
+    return None

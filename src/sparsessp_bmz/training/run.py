@@ -9,6 +9,7 @@ Layout of a run folder (derived from the config, see `TrainConfig.run_dir`):
     logs/metrics.csv          train_loss per logging step, val_mse per validation
     tensorboard/              the same metrics as TensorBoard events (trainer.logger=tensorboard)
     done.json                 written last; its presence with the same budget makes a re-run a no-op
+    run.lock                  held (flock) by the one process training the run, see `run_lock`
 
 Checkpoints are written to a temporary name and renamed into place (`checkpoint_io`), and the
 last.ckpt being replaced is kept as checkpoints/last.previous.ckpt: what a run falls back to when
@@ -28,7 +29,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from typing import Any, Literal
 from sparsessp_bmz.data.atomic import write_text
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.training.checkpoint_io import previous_path, write_error
+from sparsessp_bmz.training.cluster import DEFAULT_MAX_REQUEUES
 from sparsessp_bmz.training.config import TrainConfig
 from sparsessp_bmz.training.metrics_history import (
     METRICS_FILE,
@@ -43,6 +45,12 @@ from sparsessp_bmz.training.metrics_history import (
     restore_history,
     set_aside_history,
 )
+from sparsessp_bmz.training.preemption import (
+    Preempted,
+    preemption_guard,
+    requeue,
+)
+from sparsessp_bmz.training.run_lock import LOCK_FILE, run_lock
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
@@ -227,7 +235,11 @@ def _loggers(config: TrainConfig, run_dir: Path, resume_step: int | None) -> lis
 
 
 def train(
-    config: TrainConfig, *, callbacks: Sequence[Any] = (), verbose: bool | None = None
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Any] = (),
+    verbose: bool | None = None,
+    max_requeues: int = DEFAULT_MAX_REQUEUES,
 ) -> RunResult:
     """Train `config` to its budget, resuming from the run's last checkpoint when there is one.
 
@@ -235,6 +247,11 @@ def train(
     Lightning callbacks (tests use one to simulate a crash). `verbose` shows Lightning's own
     console output (banner, model summary, its progress bar) instead of one quiet progress bar;
     None: the process-wide setting of `training.progress.set_verbose`.
+
+    One process trains a run folder at a time (`run_lock`): a second one is refused at once with
+    a UserInputError naming the holder. On SIGUSR1 (SLURM's warning before a time limit) the run
+    stops before its next step, requeues its SLURM job (at most `max_requeues` times) and raises
+    `Preempted`; the next run resumes bit-identically (`preemption`).
     """
     run_dir = config.run_dir()
     _check_owner(config, run_dir)
@@ -243,6 +260,41 @@ def train(
         return _result(run_dir, "already finished", done)
     if config.trainer.logger == "tensorboard":
         _require_tensorboard()
+    with preemption_guard() as stop:
+        check_data(config)  # every row it will read, before the run folder is created or touched
+        try:
+            with _writer(run_dir):
+                return _train_locked(config, run_dir, [*callbacks, stop], verbose)
+        except Preempted as err:
+            raise Preempted(f"training of {run_dir} {err}; {requeue(max_requeues)}") from err
+
+
+@contextlib.contextmanager
+def _writer(run_dir: Path) -> Iterator[None]:
+    """The run's lock, taken by the process of global rank 0 only: the other DDP ranks are its
+    helpers (started by it, or by srun beside it), not second writers."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(run_dir))
+        except OSError as err:  # a run folder that cannot be created or written
+            raise write_error(run_dir / LOCK_FILE, err) from err
+        yield
+
+
+def _train_locked(
+    config: TrainConfig, run_dir: Path, callbacks: Sequence[Any], verbose: bool | None
+) -> RunResult:
+    """`train` once the run folder is this process's: checked again, since the previous holder
+    may have finished or claimed it between the first look and the lock."""
+    _check_owner(config, run_dir)
+    done = read_done(run_dir)
+    if done is not None and done.get("budget") == _budget(config):
+        return _result(run_dir, "already finished", done)
 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -260,7 +312,6 @@ def train(
     )
 
     verbose = is_verbose() if verbose is None else verbose
-    check_data(config)  # every row it will read, before the run folder is created or touched
     resume_point = _resume_point(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _claim_run_dir(config, run_dir)
@@ -307,6 +358,9 @@ def train(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # Lightning's own deprecation noise (torch pytree API)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        # on a machine with SLURM installed Lightning suggests srun for every run; a run here
+        # is one process, or DDP ranks that Lightning starts itself on this node
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         trainer = L.Trainer(
             accelerator=config.trainer.accelerator,
             devices=config.trainer.devices,
@@ -326,7 +380,7 @@ def train(
             enable_model_summary=verbose,
             default_root_dir=run_dir,
             # whole checkpoints or none, and the previous last.ckpt kept (see checkpoint_io)
-            plugins=[AtomicCheckpointIO(keep_previous=[f"{LAST}.ckpt"])],
+            plugins=[AtomicCheckpointIO(keep_previous=[f"{LAST}.ckpt"]), *_cluster_plugins()],
         )
         try:
             # Our checkpoints hold tensors, numbers, strings and plain dicts only (the module's
@@ -360,6 +414,14 @@ def train(
     if trainer.is_global_zero:
         _write_json(run_dir / DONE_FILE, record)
     return _result(run_dir, "resumed" if resume else "trained", record)
+
+
+def _cluster_plugins() -> list[Any]:
+    """Under SLURM, Lightning's SLURM environment without its own requeue handler (ours is
+    `preemption`; Lightning would also ignore SIGTERM, which `scontrol requeue` sends)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def check_data(config: TrainConfig) -> None:

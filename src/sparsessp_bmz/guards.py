@@ -198,20 +198,6 @@ def check_resample(
     return out
 
 
-def check_prediction(sparse_shape: Sequence[int], input_window: Sequence[int], ratio: int) -> None:
-    """Whole-field prediction: the (padded) input, the output-sized sum and weight arrays and
-    the cropped, normalised result."""
-    padded = [max(int(s), int(w)) for s, w in zip(sparse_shape, input_window, strict=True)]
-    output = ratio * voxels(padded)
-    needed = 2 * voxels(padded) * FLOAT_BYTES + 3 * output * FLOAT_BYTES
-    check_memory(
-        needed,
-        f"predicting a {'x'.join(map(str, sparse_shape))} sparse stack "
-        f"(output {ratio * int(sparse_shape[0])}x{sparse_shape[1]}x{sparse_shape[2]})",
-        "crop the input into smaller fields",
-    )
-
-
 def check_simulation(shape: Sequence[int], workers: int) -> None:
     """Each worker process holds one simulated field (all its densities and optics) at a time."""
     check_memory(

@@ -12,7 +12,9 @@ a field larger than memory can be predicted slab by slab into an OME-Zarr output
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,8 +149,9 @@ def check_output_path(output: Path, sources: Mapping[str, Path]) -> None:
     """Refuse an OUTPUT that cannot or must not be written, before any work.
 
     It must not be one of the `sources` (e.g. {"INPUT": ..., "checkpoint": ...}: writing there
-    would destroy them) nor a folder, must have a TIFF name (the writer writes OME-TIFF), and its
-    folder (or the nearest one that exists, as missing folders are created) must be writable.
+    would destroy them), contain one (an OME-Zarr output replaces its whole folder) or lie inside
+    one (a package or OME-Zarr folder), nor be a folder, must have an image name, and its folder
+    (or the nearest one that exists, as missing folders are created) must be writable.
     """
     output = Path(output)
     for role, source in sources.items():
@@ -156,6 +159,13 @@ def check_output_path(output: Path, sources: Mapping[str, Path]) -> None:
             raise UserInputError(
                 f"output {output} is the {role} ({source}); writing the prediction there would "
                 "destroy it: choose another output name"
+            )
+        inner, outer = _resolved(Path(source)), _resolved(output)
+        if inner.is_relative_to(outer) or outer.is_relative_to(inner):
+            where = "holds" if inner.is_relative_to(outer) else "lies inside"
+            raise UserInputError(
+                f"output {output} {where} the {role} ({source}); writing the prediction there "
+                "would destroy or corrupt it: choose an output outside it"
             )
     if output.is_dir() and not (is_zarr_name(output) and _is_zarr(output)):
         raise UserInputError(
@@ -192,7 +202,32 @@ def _same_file(a: Path, b: Path) -> bool:
             return os.path.samefile(a, b)
     except OSError:
         pass
-    return a.absolute().resolve() == b.absolute().resolve()
+    return _resolved(a) == _resolved(b)
+
+
+def check_outputs_spare_inputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """Refuse any of many `outputs` that is, holds or lies inside any of `inputs` (an OUT folder
+    holding inputs), in one pass over sets of resolved paths rather than every pair."""
+    named = {_resolved(Path(p)): Path(p) for p in inputs}
+    folders = {parent: path for resolved, path in named.items() for parent in resolved.parents}
+    for output in outputs:
+        target = _resolved(Path(output))
+        inside = next((named[p] for p in target.parents if p in named), None)
+        for source, what in (
+            (named.get(target), "is"),
+            (folders.get(target), "holds"),
+            (inside, "lies inside"),
+        ):
+            if source is not None:
+                raise UserInputError(
+                    f"output {output} {what} the INPUT {source}; writing the prediction there "
+                    "would destroy it: choose another output folder"
+                )
+
+
+def _resolved(path: Path) -> Path:
+    """`path` made absolute with its symbolic links resolved (missing parts kept as given)."""
+    return path.absolute().resolve()
 
 
 def is_zarr_name(path: Path) -> bool:
@@ -225,8 +260,9 @@ class OmeZarrOutput:
         from bioio_ome_zarr.writers import OMEZarrWriter
 
         self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self.partial = _work_folder(self.path, "partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_work_folders(self.path)
         self._remove(self.partial)
         self.writer = OMEZarrWriter(
             str(self.partial),
@@ -243,8 +279,6 @@ class OmeZarrOutput:
 
     @staticmethod
     def _remove(folder: Path) -> None:
-        import shutil
-
         if folder.exists():
             shutil.rmtree(folder)
 
@@ -273,11 +307,51 @@ class OmeZarrOutput:
     def _commit(self) -> None:
         """Put the finished image under its name (replacing an earlier OME-Zarr there)."""
         self.writer.close()
-        old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
+        old = _work_folder(self.path, "old")
         if self.path.exists():
             os.replace(self.path, old)
         os.replace(self.partial, self.path)
         self._remove(old)
+
+
+#: Kinds of hidden work folder an `OmeZarrOutput` makes next to its image.
+WORK_KINDS = ("partial", "old")
+
+
+def _work_folder(path: Path, kind: str) -> Path:
+    """The hidden work folder `.NAME.PID@HOST.KIND` of this process for the image `path`: the
+    owner in the name lets a later run tell a killed writer's leftovers from a live one's."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.{kind}")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_work_folders(path: Path) -> None:
+    """Remove the work folders that killed runs (kill -9, power loss) of this host left next to
+    the image `path`, as `bmz/package.py` does for its exports; an earlier image a killed run
+    had moved aside (`.old`) is put back when nothing holds its name. Folders of live processes
+    and of other hosts (a shared disk) are left alone."""
+    prefix = f".{path.name}."
+    for leftover in (p for p in path.parent.iterdir() if p.name.startswith(prefix)):
+        owner, _, kind = leftover.name[len(prefix) :].rpartition(".")
+        pid, _, host = owner.partition("@")
+        if kind not in WORK_KINDS or host != socket.gethostname() or not pid.isdigit():
+            continue
+        if _process_alive(int(pid)):
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(leftover, path)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def write_ome_zarr(path: Path, volume_zyx: np.ndarray, voxel_size_um: VoxelSize) -> None:

@@ -204,7 +204,7 @@ def _predict(
 
     from sparsessp_bmz.cli.parsing import parse_shape
     from sparsessp_bmz.errors import UserInputError
-    from sparsessp_bmz.imageio import check_output_path
+    from sparsessp_bmz.imageio import check_output_path, check_outputs_spare_inputs
     from sparsessp_bmz.predict.batch import (
         Job,
         PredictOptions,
@@ -232,11 +232,10 @@ def _predict(
     else:
         found = expand_inputs(inputs, channel)
         jobs = plan_jobs(found, output, output_format)  # type: ignore[arg-type]
-        for (
-            job
-        ) in jobs:  # an output may be any input (an OUT folder holding inputs), not only its own
-            for source, _ in found:
-                check_output_path(job.output, {"INPUT": source, role: model_path})
+        for job in jobs:
+            check_output_path(job.output, {"INPUT": job.input, role: model_path})
+        # an output may be any input (an OUT folder holding inputs), not only its own
+        check_outputs_spare_inputs([job.output for job in jobs], [source for source, _ in found])
     if threads is not None:
         torch.set_num_threads(threads)
     model = load_model(model_path)
@@ -259,6 +258,7 @@ def _predict(
     )
     if single:
         job = jobs[0]
+        model.check_engine(options.engine, options.device)
         runners = Runners(model, options)
         with runners.stack, progress_bars(True, 1) as (next_file, on_plan, advance):
             next_file(job.input.name)

@@ -27,7 +27,13 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.predict.device import net_device, resolve_device
 from sparsessp_bmz.predict.progress import progress_bar
 from sparsessp_bmz.predict.runners import ENGINES, Engine, WindowFn, compile_runner
-from sparsessp_bmz.predict.slabs import ArrayRows, Slab, SparseRows, predict_slabs
+from sparsessp_bmz.predict.slabs import (
+    ArrayRows,
+    Slab,
+    SparseRows,
+    predict_slabs,
+    prediction_bytes,
+)
 from sparsessp_bmz.predict.windows import (
     SIGMA_FRACTION,
     ZMUV_EPS,
@@ -121,7 +127,18 @@ def predict_volume(
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
     input_window = resolve_window(spec, window)
     plan = plan_windows(volume.shape, input_window, overlap)  # type: ignore[arg-type]
-    guards.check_prediction(volume.shape, input_window, spec.ratio)
+    guards.check_memory(
+        prediction_bytes(
+            plan,
+            spec.ratio,
+            batch_size,
+            width=spec.width,
+            input_in_memory=True,
+            output_in_memory=True,
+        ),
+        f"predicting a {'x'.join(map(str, volume.shape))} sparse stack",
+        "crop the input into smaller fields or lower the batch size",
+    )
     with (
         runner_for(net, input_window, batch_size=batch_size, device=device, engine=engine) as run,
         progress_bar(progress, plan.count, "sliding window") as advance,

@@ -4,7 +4,8 @@ failing file.
 
 Output names mirror input names (`cell_07.czi` -> `OUT/cell_07.ome.tif`); a finished output is
 never half-written (writers rename on success), so an existing output means a finished one and is
-skipped on a re-run. One network is compiled per window shape and reused by every file.
+skipped on a re-run. The network is compiled for the latest window shape and reused by every
+file of that shape.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sparsessp_bmz.imageio import (
 from sparsessp_bmz.predict.defaults import DEFAULT_OVERLAP, default_window
 from sparsessp_bmz.predict.models import PredictionModel
 from sparsessp_bmz.predict.runners import Engine, WindowFn
-from sparsessp_bmz.predict.slabs import predict_slabs, slab_bytes
+from sparsessp_bmz.predict.slabs import predict_slabs, prediction_bytes
 from sparsessp_bmz.predict.windows import Overlap, plan_windows, resolve_window
 
 #: Image files a folder input contributes (OME-Zarr folders by their name).
@@ -92,10 +93,7 @@ def expand_inputs(arguments: Sequence[Path | str], channel: int) -> list[tuple[P
                 )
             found += [(p, channel) for p in images]
         elif path.suffix.lower() == ".csv" and path.is_file():
-            from sparsessp_bmz.data.manifest import read_manifest
-
-            rows = read_manifest(path)
-            found += list(dict.fromkeys((row.signal_path, row.signal_channel) for row in rows))
+            found += manifest_signals(path)
         elif path.exists():
             found.append((path, channel))
         elif glob.has_magic(str(argument)):
@@ -105,6 +103,45 @@ def expand_inputs(arguments: Sequence[Path | str], channel: int) -> list[tuple[P
             found += [(p, channel) for p in matches]
         else:
             raise UserInputError(f"input {path} does not exist; give the path of a TL z-stack")
+    return list(dict.fromkeys(found))
+
+
+def manifest_signals(manifest: Path) -> list[tuple[Path, int]]:
+    """(TL image, channel) of every row of a manifest CSV (either layout of `data.manifest`).
+
+    Only what prediction needs is read: targets, structures and splits are not, and a TL image
+    that does not exist is not checked here but fails its own job, so one bad row does not stop
+    the others (`data.manifest.read_manifest` checks every file, as training needs them all).
+    """
+    import csv
+    import io
+
+    from sparsessp_bmz.data.manifest import CZI_LAYOUT, _channel, _layout
+
+    try:
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(
+            f"manifest {manifest} cannot be read as UTF-8 text ({err}); save it as UTF-8 CSV"
+        ) from err
+    reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True)
+    try:
+        reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+        column = "path_czi" if _layout(reader.fieldnames, manifest) == CZI_LAYOUT else "path_signal"
+        found = []
+        for record in reader:
+            where = f"{manifest} line {reader.line_num}"
+            value = (record.get(column) or "").strip()
+            if not value:
+                raise UserInputError(f"{where}: {column} is empty; give a path relative to the CSV")
+            channel = _channel(record.get("channel_signal") or "0", "channel_signal", where)
+            found.append(((manifest.parent / value).resolve(), channel))
+    except csv.Error as err:
+        raise UserInputError(
+            f"{manifest} line {reader.line_num}: not valid CSV ({err}); fix the file"
+        ) from err
+    if not found:
+        raise UserInputError(f"{manifest}: the manifest has a header but no rows; add images")
     return list(dict.fromkeys(found))
 
 
@@ -150,17 +187,21 @@ class Outcome:
 
 
 class Runners:
-    """One compiled network per window shape, kept open for every file of the call."""
+    """The compiled network of the latest window shape, reused by the files that share it (a
+    folder of equal fields compiles once); a field of another shape replaces it, so compiled
+    sessions do not pile up over a call."""
 
     def __init__(self, model: PredictionModel, options: PredictOptions) -> None:
         self.model = model
         self.options = options
-        self.stack = contextlib.ExitStack()
-        self.compiled: dict[tuple[int, int, int], WindowFn] = {}
+        self.stack = contextlib.ExitStack()  # holds the current runner only
+        self.window: tuple[int, int, int] | None = None
+        self.run: WindowFn | None = None
 
     def __call__(self, input_window: tuple[int, int, int]) -> WindowFn:
-        if input_window not in self.compiled:
-            self.compiled[input_window] = self.stack.enter_context(
+        if self.run is None or input_window != self.window:
+            self.stack.close()
+            self.run = self.stack.enter_context(
                 self.model.runner(
                     input_window,
                     batch_size=self.options.batch_size,
@@ -168,7 +209,8 @@ class Runners:
                     engine=self.options.engine,
                 )
             )
-        return self.compiled[input_window]
+            self.window = input_window
+        return self.run
 
 
 def predict_file(
@@ -199,13 +241,19 @@ def predict_file(
     plan = plan_windows(shape, input_window, options.overlap)
     out_shape = (spec.ratio * shape[0], shape[1], shape[2])
     zarr = is_zarr_name(job.output)
-    whole_output = 0 if zarr else 4 * guards.voxels(out_shape)
     guards.check_memory(
-        slab_bytes(plan, spec.ratio, options.batch_size) + whole_output,
+        prediction_bytes(
+            plan,
+            spec.ratio,
+            options.batch_size,
+            width=spec.width,
+            input_in_memory=field.in_memory,
+            output_in_memory=not zarr,
+        ),
         f"predicting a {'x'.join(map(str, shape))} sparse stack "
         f"(output {'x'.join(map(str, out_shape))})",
-        "crop the input into smaller fields or write OME-Zarr (.ome.zarr), which needs only "
-        "one slab of windows in memory",
+        "crop the input into smaller fields, lower --batch-size or --window, or read and write "
+        "OME-Zarr (.ome.zarr), which needs only one slab of windows in memory",
     )
     run = runners(input_window)
     on_plan(plan.count)
@@ -233,9 +281,11 @@ def predict_jobs(
 ) -> list[Outcome]:
     """Predict every job (skipping finished outputs), one failing file not stopping the rest.
 
-    Bad input of one file (`UserInputError`) and errors while predicting it are recorded in its
-    outcome; an interruption (Ctrl-C) stops the call and leaves no partial output.
+    An engine the model cannot run is refused before any input is read (`UserInputError`). Bad
+    input of one file and errors while predicting it are recorded in its outcome; an
+    interruption (Ctrl-C) stops the call and leaves no partial output.
     """
+    model.check_engine(options.engine, options.device)  # a model error stops the call once
     outcomes: list[Outcome] = []
     runners = Runners(model, options)
     with progress_bars(progress, len(jobs)) as (next_file, on_plan, advance), runners.stack:
@@ -280,8 +330,10 @@ def progress_bars(
                 bar.advance(file_task)
             started[0] = True
             bar.update(file_task, description=f"files ({name})")
+            bar.reset(window_task, total=None)  # a skipped file shows no stale windows
 
         def on_plan(windows: int) -> None:
             bar.reset(window_task, total=windows)
 
         yield next_file, on_plan, lambda n: bar.advance(window_task, n)
+        bar.update(file_task, completed=files)

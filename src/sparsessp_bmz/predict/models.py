@@ -15,6 +15,7 @@ network gets 2D planes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,11 +28,27 @@ import torch
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.predict import runner_for
 from sparsessp_bmz.predict.device import resolve_device
-from sparsessp_bmz.predict.runners import Engine, WindowFn, onnx_runner, traced_runner
+from sparsessp_bmz.predict.runners import (
+    Engine,
+    WindowFn,
+    check_engine_device,
+    onnx_runner,
+    traced_runner,
+)
 from sparsessp_bmz.trained import TrainedModel
 
-#: rdf.yaml weight format of each engine that runs a package's own weights.
-PACKAGE_FORMATS: dict[str, str] = {"torchscript": "torchscript", "onnx": "onnx"}
+#: Engines that run a package's own weights; each is named after its rdf.yaml weight format.
+PACKAGE_FORMATS = ("torchscript", "onnx")
+#: rdf.yaml weight format `bmz.export.load_package` always reads (the network's state dict).
+STATE_DICT_FORMAT = "pytorch_state_dict"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weight file of a package and the sha256 its rdf.yaml records for it."""
+
+    source: str
+    sha256: str | None
 
 
 def is_package(path: Path) -> bool:
@@ -72,7 +89,7 @@ class PredictionModel:
     trained: TrainedModel
     source: Path
     package_files: Callable[[str], bytes] | None = None
-    weights: dict[str, str] | None = None  # weight format -> file in the package
+    weights: dict[str, WeightsFile] | None = None  # weight format -> file in the package
     variant: str = "standard"
 
     @property
@@ -80,9 +97,36 @@ class PredictionModel:
         return self.package_files is not None
 
     def default_engine(self, checkpoint_default: Engine) -> Engine:
-        """A package runs its own TorchScript unless told otherwise; a checkpoint the fastest
-        exact engine."""
+        """A package runs its own TorchScript unless told otherwise; a checkpoint the default
+        engine of `predict.defaults`."""
         return "torchscript" if self.is_package else checkpoint_default
+
+    def check_engine(self, engine: Engine, device: str) -> None:
+        """Refuse, before any input is read, an engine this model cannot run on `device`: weights
+        the package lacks or whose sha256 differs from its rdf.yaml, an eager engine on a variant
+        package (the eager network is the inner one, without the package's display scaling), or
+        ONNX on a CUDA device ONNX Runtime cannot use."""
+        check_engine_device(engine, resolve_device(device))
+        if not self.is_package:
+            return
+        if engine in PACKAGE_FORMATS:
+            self._weights_bytes(engine)
+        elif self.variant != "standard":
+            raise UserInputError(
+                f"--engine {engine} runs the inner network of the {self.variant} package "
+                f"{self.source}, without the package's own output scaling; use --engine "
+                f"torchscript or onnx (its own weights), or predict from the checkpoint"
+            )
+
+    def _weights_bytes(self, fmt: str) -> bytes:
+        """The package's `fmt` weight file, checked against its recorded sha256."""
+        assert self.package_files is not None and self.weights is not None
+        if fmt not in self.weights:
+            raise UserInputError(
+                f"package {self.source} ships no {fmt} weights (it has "
+                f"{', '.join(sorted(self.weights))}); choose one of those with --engine"
+            )
+        return verified_weights(self.source, self.package_files, self.weights[fmt])
 
     @contextlib.contextmanager
     def runner(
@@ -103,16 +147,9 @@ class PredictionModel:
         yield self._package_runner(input_window, batch_size, resolve_device(device), engine)
 
     def _package_runner(
-        self, input_window: tuple[int, int, int], batch_size: int, device: torch.device, engine: str
+        self, input_window: tuple[int, int, int], batch_size: int, device: torch.device, fmt: str
     ) -> WindowFn:
-        assert self.package_files is not None and self.weights is not None
-        fmt = PACKAGE_FORMATS[engine]
-        if fmt not in self.weights:
-            raise UserInputError(
-                f"package {self.source} ships no {fmt} weights (it has "
-                f"{', '.join(sorted(self.weights))}); choose one of those with --engine"
-            )
-        data = self.package_files(self.weights[fmt])
+        data = self._weights_bytes(fmt)
         ratio = self.trained.spec.ratio
         depth, height, width = input_window
         shape: tuple[int, ...] = {
@@ -142,12 +179,32 @@ def load_model(path: Path) -> PredictionModel:
     from sparsessp_bmz.bmz.export import load_package
     from sparsessp_bmz.bmz.validate import open_package
 
-    trained = load_package(path)  # refuses a package that is not ours, with the reason
     rdf, read, _ = open_package(path)
     weights = {
-        fmt: str(entry["source"])
+        fmt: WeightsFile(str(entry["source"]), entry.get("sha256"))
         for fmt, entry in (rdf.get("weights") or {}).items()
         if isinstance(entry, dict) and entry.get("source")
     }
+    if STATE_DICT_FORMAT in weights:
+        verified_weights(path, read, weights[STATE_DICT_FORMAT])
+    trained = load_package(path)  # refuses a package that is not ours, with the reason
     variant = str(rdf["config"]["sparsessp"].get("variant", "standard"))
     return PredictionModel(trained, path, read, weights, variant)
+
+
+def verified_weights(package: Path, read: Callable[[str], bytes], weights: WeightsFile) -> bytes:
+    """The bytes of one weight file of `package`, or one clear error when it is missing,
+    unreadable or differs from the sha256 its rdf.yaml records (truncated or tampered)."""
+    try:
+        data = read(weights.source)
+    except (OSError, KeyError, zipfile.BadZipFile, UserInputError) as err:
+        raise UserInputError(
+            f"package {package}: its weights {weights.source} cannot be read ({err}); download "
+            "or export the package again"
+        ) from err
+    if weights.sha256 and hashlib.sha256(data).hexdigest() != weights.sha256.lower():
+        raise UserInputError(
+            f"package {package}: its weights {weights.source} do not match the sha256 in its "
+            "rdf.yaml (truncated, corrupted or modified); download or export the package again"
+        )
+    return data

@@ -64,14 +64,34 @@ class Slab:
     data: np.ndarray
 
 
-def slab_bytes(plan: WindowPlan, ratio: int, batch_size: int) -> int:
-    """Peak bytes of the blending state: the input band, its padded copy, the sum accumulator
-    and one batch in and out (all float32; finished slabs are views)."""
+#: Peak memory of the network's activations per output voxel of a batch, at width 1: the rise
+#: of peak RSS over one eager forward pass of the 3to2d network on CPU was 460 B (256x256
+#: window) to 570 B (128x128); 343 to 428 B at width 0.5. Rounded up; scaled with widths above 1.
+ACTIVATION_BYTES_PER_VOXEL = 600
+
+
+def prediction_bytes(
+    plan: WindowPlan,
+    ratio: int,
+    batch_size: int,
+    *,
+    width: float,
+    input_in_memory: bool,
+    output_in_memory: bool,
+) -> int:
+    """Peak bytes of predicting one field with `plan`: the whole sparse input when it is in
+    memory, the slab blending state (the input band, its padded copy, the sum accumulator, one
+    batch in and out), the network's activations on one batch, and the whole output when it is
+    assembled in memory (all float32; finished slabs are views)."""
     dz, dy, dx = plan.input_window
-    pz, _, px = plan.padded_shape
+    pz, py, px = plan.padded_shape
     band = pz * dy * px
     window = dz * dy * dx
-    return 4 * (2 * band + ratio * band + batch_size * (1 + ratio) * window)
+    slabs = 2 * band + ratio * band + batch_size * (1 + ratio) * window
+    activations = ACTIVATION_BYTES_PER_VOXEL * max(1.0, width) * batch_size * ratio * window
+    field = pz * py * px  # the padded field bounds the unpadded one
+    whole = int(input_in_memory) * field + int(output_in_memory) * ratio * field
+    return 4 * (slabs + whole) + int(activations)
 
 
 def _padded_band(source: SparseRows, plan: WindowPlan, y: int) -> np.ndarray:

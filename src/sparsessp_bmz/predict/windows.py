@@ -127,8 +127,8 @@ def resolve_window(spec: ModelSpec, window: tuple[int, int, int] | None) -> tupl
         spec.check_input_shape(*input_window)
     except ValueError as err:
         raise UserInputError(
-            f"window {target} does not fit model {spec.model_id}: {err}; leave the window at the "
-            f"training patch {spec.patch}"
+            f"window {target} does not fit model {spec.model_id}: {err}; leave out --window (the "
+            f"default fits the field) or use the training patch {spec.patch}"
         ) from err
     return input_window
 

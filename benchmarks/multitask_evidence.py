@@ -8,6 +8,9 @@ and are scored on whole held-out volumes, each structure with its own (baked) ta
     .venv/bin/python benchmarks/multitask_evidence.py [--steps 100] [--out training/runs/mt]
 
 Prints and writes a markdown table of test R^2 per structure. Finished runs are not retrained.
+The last rows are the baselines on the same test volumes (`evaluate_model` fits them on each
+structure's training split at the same r): the mean predictor and the ridge on TL features; they
+do not depend on the network, so they are taken from the first evaluation.
 Batches mix structures: with batches drawn from one volume (one structure) each, the multi-task
 networks' batch-norm statistics swing from structure to structure and they do not learn.
 """
@@ -31,9 +34,11 @@ STRUCTURES = ("dna", "nucleolus", "mitochondria")
 EMBEDDINGS = ("dodnet", "repmode", "tsns")
 
 
-def _run(out: Path, manifest: Path, overrides: list[str]) -> tuple[dict[str, float], float]:
-    """Train (or reuse) one model; R^2 per structure on the test split and training seconds
-    (NaN for a reused run)."""
+def _run(
+    out: Path, manifest: Path, overrides: list[str]
+) -> tuple[dict[str, float], float, dict[str, dict[str, float]]]:
+    """Train (or reuse) one model; R^2 per structure on the test split, training seconds (NaN
+    for a reused run) and the baselines' R^2 per structure (by baseline)."""
     config = load_config(
         ROOT / "training" / "demo.yaml",
         [
@@ -48,7 +53,11 @@ def _run(out: Path, manifest: Path, overrides: list[str]) -> tuple[dict[str, flo
     seconds = time.perf_counter() - start if result.status != "already finished" else math.nan
     trained = load_trained(result.best_checkpoint)
     evaluation = evaluate_model(trained, config.data_settings, "test")
-    return {row.structure: row.metrics.r2 for row in evaluation.summary}, seconds
+    baselines = {
+        key: {row.structure: row.metrics.r2 for row in result.summary}
+        for key, result in evaluation.baselines.items()
+    }
+    return {row.structure: row.metrics.r2 for row in evaluation.summary}, seconds, baselines
 
 
 def main() -> None:
@@ -66,17 +75,20 @@ def main() -> None:
         )
     rows: list[tuple[str, dict[str, float], float, int]] = []
     single: dict[str, float] = {}
+    baselines: dict[str, dict[str, float]] = {}
     seconds = 0.0
     for structure in STRUCTURES:
-        scores, took = _run(
+        scores, took, found = _run(
             args.out, manifest, [f"model.organelle={structure}", f"optim.max_steps={args.steps}"]
         )
         single[structure] = scores[structure]
         seconds += took
+        for key, values in found.items():
+            baselines.setdefault(key, {})[structure] = values[structure]
     rows.append(("none (one net per structure)", single, seconds, args.steps * len(STRUCTURES)))
     for embedding in EMBEDDINGS:
         total = args.steps * len(STRUCTURES)
-        scores, took = _run(
+        scores, took, _ = _run(
             args.out,
             manifest,
             [
@@ -87,6 +99,7 @@ def main() -> None:
             ],
         )
         rows.append((embedding, scores, took, total))
+    rows += [(f"{key} baseline", values, math.nan, 0) for key, values in baselines.items()]
 
     header = ["embedding", *STRUCTURES, "mean R²", "steps", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -94,7 +107,7 @@ def main() -> None:
         values = [scores[s] for s in STRUCTURES]
         cells = [f"{v:.3f}" for v in values]
         mean = sum(values) / len(values)
-        seconds = f"{took:.0f}" if math.isfinite(took) else "reused"
+        seconds = f"{took:.0f}" if math.isfinite(took) else ("—" if not steps else "reused")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.3f} | {steps} | {seconds} |")
     table = "\n".join(lines)
     print(table)

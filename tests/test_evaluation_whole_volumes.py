@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_fixtures import write_cells
 
 from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.splits import rows_for
@@ -22,34 +23,15 @@ from sparsessp_bmz.evaluation import (
     results_table,
     write_results,
 )
-from sparsessp_bmz.imageio import write_ome_tiff
 from sparsessp_bmz.metrics import ALL
 from sparsessp_bmz.nets import build_net
 from sparsessp_bmz.spec import ModelSpec
 from sparsessp_bmz.trained import TrainedModel
 
-VOXEL = (0.29, 0.29, 0.29)
-
 
 def write_dataset(folder: Path, shape: tuple[int, int, int], cells: int = 4) -> Path:
-    """Cells whose fluorescence is their TL with every slice pair equal (r = 2 recoverable).
-
-    Two structures image the same cells, as in AllenCell-style manifests.
-    """
-    rng = np.random.default_rng(0)
-    lines = ["path_signal,path_target,structure"]
-    for cell in range(cells):
-        sparse = rng.normal(size=(-(-shape[0] // 2), *shape[1:])).astype(np.float32)
-        tl = np.repeat(sparse, 2, axis=0)[: shape[0]]
-        write_ome_tiff(folder / f"cell{cell}_tl.ome.tif", tl, VOXEL)
-        write_ome_tiff(folder / f"cell{cell}_dna.ome.tif", 3 * tl + 1, VOXEL)
-        noisy = tl + rng.normal(scale=1.0, size=tl.shape).astype(np.float32)
-        write_ome_tiff(folder / f"cell{cell}_mem.ome.tif", noisy, VOXEL)
-        lines.append(f"cell{cell}_tl.ome.tif,cell{cell}_dna.ome.tif,dna")
-        lines.append(f"cell{cell}_tl.ome.tif,cell{cell}_mem.ome.tif,membrane")
-    manifest = folder / "cells.csv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
+    """Cells whose fluorescence is their TL with every slice pair equal (r = 2 recoverable)."""
+    return write_cells(folder, shape, cells, lambda tl: 3 * tl + 1)
 
 
 def nearest(sparse: np.ndarray) -> np.ndarray:

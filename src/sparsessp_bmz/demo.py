@@ -20,7 +20,7 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.reporting import Column, console_table, metric_columns
 from sparsessp_bmz.reporting import write_summary as report_summary
 from sparsessp_bmz.spec import Topology
-from sparsessp_bmz.training.matrix_summary import EntryResult
+from sparsessp_bmz.training.matrix_summary import KEY_COLUMNS, EntryResult
 
 #: The demo's models: structures x ratios x topologies on top of a preset, one matrix per preset
 #: (volume models on training/demo.yaml; the plane model for QuPath on training/plane.yaml).
@@ -188,6 +188,7 @@ SHOWN = [
     Column("status", "training"),
     Column("steps", "steps", True),
     *[c for c in metric_columns("test ") if c.key in ("r2", "pearson")],
+    *(Column(key, label, True) for key, label in KEY_COLUMNS),
     Column("validation", "validation"),
     Column("export_s", "build s", True),
     Column("validation_s", "validate s", True),
@@ -203,8 +204,9 @@ def write_summary(result: DemoResult, work_dir: Path) -> Path:
     return report_summary(records, fields, SHOWN, work_dir, footer)[1]
 
 
-#: The console's closing table fits 80 columns; summary.md has the rest.
-CONSOLE = [SHOWN[0], SHOWN[3], SHOWN[4], SHOWN[6]]
+#: The console's closing table fits 80 columns (package, steps, test R², ridge R², validation);
+#: summary.md has the rest.
+CONSOLE = [SHOWN[0], SHOWN[3], SHOWN[4], SHOWN[9], SHOWN[10]]
 
 
 def summary_table(result: DemoResult):  # type: ignore[no-untyped-def]

@@ -3,8 +3,14 @@
 Each test volume is read whole and z-scored, its dense TL is subsampled on the global grid (phase
 0, the model's ratio), predicted with the Gaussian sliding window and scored against the whole
 fluorescence volume. Volumes are read one at a time, so memory does not grow with the split.
-`evaluate_predictor` takes any sparse -> dense function so that simple baselines (mean predictor,
-linear fit) are scored by exactly the same code as networks.
+`evaluate_predictor` takes any sparse -> dense function so that the baselines (`baselines.py`:
+mean predictor, ridge on TL features) are scored by exactly the same code as networks, on the same
+volumes in the same pass; `evaluate_model` fits them on the training split and reports the
+network beside them.
+
+Every prediction is scored over the whole volume (the paper's metrics), inside the target's Otsu
+foreground, and, for blob-like structures, by segmenting prediction and target alike and matching
+objects (`objects.py`, Spotlight's protocol).
 
 Per-tile normalisation: we train on volumes z-scored as a whole, but QuPath (the consumer of plane
 models) z-scores every tile it feeds a model on its own. For plane models `evaluate_model` also
@@ -35,18 +41,26 @@ from sparsessp_bmz.data.volumes import load_pair
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.metrics import (
     ALL,
+    BASELINES,
+    HIGHER_IS_BETTER,
     METRIC_LABELS,
     METRIC_NAMES,
+    PREDICTORS,
+    HeldOutScores,
     ImageMetrics,
+    ObjectMetrics,
+    ScoreSet,
     StructureSummary,
+    column,
     delta_imp,
     image_metrics,
     mean_metrics,
     metrics_from_mapping,
     summarize,
 )
+from sparsessp_bmz.objects import foreground_metrics, is_blob, object_metrics, segment
 from sparsessp_bmz.predict import predict_volume, progress_bar
-from sparsessp_bmz.reporting import SUMMARY_CSV
+from sparsessp_bmz.reporting import SUMMARY_CSV, cell
 from sparsessp_bmz.spec import XY_MULTIPLE, ModelSpec
 from sparsessp_bmz.trained import TrainedModel
 
@@ -73,8 +87,10 @@ TILE_OVERLAP = 0.0
 class ImageResult:
     """Scores of one test volume.
 
-    When scored as QuPath predicts: `per_tile` (QuPath's tiles, each z-scored on its own) and
-    `tiled` (the same tiles, the volume z-scored once as in training).
+    `foreground`: the metrics inside the target's Otsu foreground; `objects`: the object
+    metrics of prediction and target segmented alike (blob-like structures only). When scored as
+    QuPath predicts: `per_tile` (QuPath's tiles, each z-scored on its own) and `tiled` (the same
+    tiles, the volume z-scored once as in training).
     """
 
     structure: str
@@ -82,6 +98,20 @@ class ImageResult:
     metrics: ImageMetrics
     per_tile: ImageMetrics | None = None
     tiled: ImageMetrics | None = None
+    foreground: ImageMetrics | None = None
+    objects: ObjectMetrics | None = None
+
+
+@dataclass(frozen=True)
+class VolumeView:
+    """One scored test volume with every prediction of it, for reports (`report.py`)."""
+
+    structure: str
+    name: str
+    sparse: np.ndarray
+    target: np.ndarray
+    #: By predictor key (`metrics.PREDICTORS`: "" is the network), cut to the target's depth.
+    predictions: Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -90,7 +120,9 @@ class EvaluationResult:
 
     `deltas` maps a structure (and `ALL`) to Delta_Imp in percent per metric against a baseline.
     `per_tile_summary` and `tiled_summary` hold the same rows scored as QuPath predicts (tiles of
-    `tile` pixels, z-scored per tile or per volume), when that was measured.
+    `tile` pixels, z-scored per tile or per volume), when that was measured. `foreground_summary`
+    and `objects_summary` hold the foreground and object metrics (objects: blob-like structures
+    only). `baselines` holds the baselines' results on the same volumes, by predictor key.
     """
 
     model_id: str
@@ -101,6 +133,45 @@ class EvaluationResult:
     per_tile_summary: tuple[StructureSummary, ...] = ()
     tiled_summary: tuple[StructureSummary, ...] = ()
     tile: int | None = None
+    foreground_summary: tuple[StructureSummary, ...] = ()
+    objects_summary: tuple[StructureSummary, ...] = ()
+    baselines: Mapping[str, EvaluationResult] = field(default_factory=dict)
+
+    def structures(self) -> list[str]:
+        """The structures scored, in order (without `ALL`)."""
+        return [row.structure for row in self.summary if row.structure != ALL]
+
+    def foreground(self, structure: str) -> ImageMetrics | None:
+        """Metrics inside the target's foreground of `structure` (or `ALL`)."""
+        return _find(self.foreground_summary, structure)
+
+    def objects(self, structure: str) -> ObjectMetrics | None:
+        """Object metrics of `structure`, None for structures that are not blob-like."""
+        return _find(self.objects_summary, structure)
+
+    def scores(self, structure: str) -> ScoreSet:
+        """Whole-volume, foreground and object metrics of `structure` (or `ALL`)."""
+        return ScoreSet(
+            _metrics(self, structure), self.foreground(structure), self.objects(structure)
+        )
+
+    def held_out(self, structure: str) -> HeldOutScores:
+        """Everything scored of `structure` (or `ALL`), baselines included, as one record."""
+        baselines = {k: b.scores(structure) for k, b in self.baselines.items()}
+        return HeldOutScores.of(self.scores(structure), baselines)
+
+    def not_beating(self, baseline: str = "ridge", metric: str = "r2") -> list[str]:
+        """Structures whose network `metric` is not better than `baseline`'s (none if unscored)."""
+        if baseline not in self.baselines:
+            return []
+        other = self.baselines[baseline]
+        sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+        return [
+            s
+            for s in self.structures()
+            if not sign * getattr(_metrics(self, s), metric)
+            > sign * getattr(_metrics(other, s), metric)
+        ]
 
     def overall(self) -> ImageMetrics:
         """The `ALL` row: mean over structures."""
@@ -130,7 +201,7 @@ class EvaluationResult:
         return metric_change(tiled, per_tile)
 
 
-def _find(summary: Sequence[StructureSummary], structure: str) -> ImageMetrics | None:
+def _find(summary: Sequence[StructureSummary], structure: str):  # type: ignore[no-untyped-def]
     return next((row.metrics for row in summary if row.structure == structure), None)
 
 
@@ -180,38 +251,80 @@ def evaluate_predictor(
     progress: bool = False,
     per_tile: Predictor | None = None,
     tiled: Predictor | None = None,
+    baselines: Mapping[str, Predictor] | None = None,
+    on_volume: Callable[[VolumeView], None] | None = None,
 ) -> EvaluationResult:
     """Score `predictor` on every row: dense TL -> sparse (phase 0) -> prediction vs target.
 
     `per_tile` and `tiled`, the same model predicting as QuPath does (see `evaluate_model`), are
     scored on the same volumes into `ImageResult.per_tile` / `.tiled` and their summaries.
+    `baselines` (by `metrics.PREDICTORS` key) are scored on the same volumes in the same pass into
+    `EvaluationResult.baselines`. `on_volume` sees every volume with all its predictions (reports)
+    before the next volume is read, so memory stays at one volume.
     """
     _require_rows(rows, settings, split)
-    images = []
+    others = dict(baselines or {})
+    images: list[ImageResult] = []
+    baseline_images: dict[str, list[ImageResult]] = {key: [] for key in others}
     with progress_bar(progress, len(rows), f"evaluating {model_id}") as advance:
         for row in rows:
             pair = load_pair(row, settings)
             sparse = np.ascontiguousarray(subsample(pair.signal, ratio, 0))
-            metrics = _score(predictor, sparse, pair.target)
+            truth = segment(pair.target) if is_blob(row.structure) else None
+            prediction = _predict(predictor, sparse, pair.target)
             extra = [
-                None if f is None else _score(f, sparse, pair.target) for f in (per_tile, tiled)
+                None if f is None else image_metrics(_predict(f, sparse, pair.target), pair.target)
+                for f in (per_tile, tiled)
             ]
-            images.append(ImageResult(row.structure, row.name, metrics, *extra))
+            images.append(_scored(row, prediction, pair.target, truth, *extra))
+            predictions = {"": prediction}
+            for key, other in others.items():
+                predictions[key] = _predict(other, sparse, pair.target)
+                baseline_images[key].append(_scored(row, predictions[key], pair.target, truth))
+            if on_volume is not None:
+                on_volume(VolumeView(row.structure, row.name, sparse, pair.target, predictions))
             advance()
-    return _result(model_id, split, images)
+    return replace(
+        _result(model_id, split, images),
+        baselines={key: _result(key, split, found) for key, found in baseline_images.items()},
+    )
 
 
-def _score(predictor: Predictor, sparse: np.ndarray, target: np.ndarray) -> ImageMetrics:
-    """Metrics of the prediction, cut to the target's depth (the sparse grid may round it up)."""
-    return image_metrics(predictor(sparse)[: target.shape[0]], target)
+def _predict(predictor: Predictor, sparse: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The prediction cut to the target's depth (the sparse grid may round it up)."""
+    return predictor(sparse)[: target.shape[0]]
 
 
-def _summary_of(images: Sequence[ImageResult], attribute: str) -> tuple[StructureSummary, ...]:
-    """Summary of one optional metric set of every image; () unless every image has it."""
+def _scored(
+    row: ManifestRow,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    truth: np.ndarray | None,
+    per_tile: ImageMetrics | None = None,
+    tiled: ImageMetrics | None = None,
+) -> ImageResult:
+    """Whole-volume, foreground and (given the target's objects `truth`) object metrics."""
+    return ImageResult(
+        row.structure,
+        row.name,
+        image_metrics(prediction, target),
+        per_tile,
+        tiled,
+        foreground=foreground_metrics(prediction, target),
+        objects=None if truth is None else object_metrics(segment(prediction), truth),
+    )
+
+
+def _summary_of(
+    images: Sequence[ImageResult], attribute: str, *, partial: bool = False
+) -> tuple[StructureSummary, ...]:
+    """Summary of one optional metric set; () unless every image has it (or, `partial`, any:
+    then the structures without it are left out, and `ALL` is the mean of those with it)."""
     pairs = [(image.structure, getattr(image, attribute)) for image in images]
-    if not pairs or any(metrics is None for _, metrics in pairs):
+    present = [(s, m) for s, m in pairs if m is not None]
+    if not present or (len(present) < len(pairs) and not partial):
         return ()
-    return tuple(summarize(pairs))
+    return tuple(summarize(present))
 
 
 def _result(
@@ -228,6 +341,8 @@ def _result(
         per_tile_summary=per_tile_summary,
         tiled_summary=_summary_of(images, "tiled"),
         tile=tile if per_tile_summary else None,
+        foreground_summary=_summary_of(images, "foreground"),
+        objects_summary=_summary_of(images, "objects", partial=True),
     )
 
 
@@ -242,8 +357,14 @@ def evaluate_model(
     progress: bool = False,
     per_tile: bool | None = None,
     tile: int = QUPATH_TILE,
+    baselines: bool = True,
+    on_volume: Callable[[VolumeView], None] | None = None,
 ) -> EvaluationResult:
     """Score a trained network on one split of `settings.manifest` with the sliding window.
+
+    `baselines`: also fit the mean predictor and the ridge on TL features on each structure's
+    training split (at the model's ratio) and score them on the same volumes
+    (`EvaluationResult.baselines`). `on_volume`: see `evaluate_predictor`.
 
     `settings.structures` chooses the structures; None means the ones the model was trained on
     (its organelle when the checkpoint lists none). A multi-task network predicts each structure
@@ -263,6 +384,7 @@ def evaluate_model(
     rows = rows_for(settings, split)
     _require_rows(rows, settings, split)
     images: list[ImageResult] = []
+    baseline_images: dict[str, list[ImageResult]] = {}
     for structure in dict.fromkeys(row.structure for row in rows):
         model = trained.for_task(structure) if structure in trained.spec.tasks else trained
 
@@ -300,9 +422,26 @@ def evaluate_model(
             progress=progress,
             per_tile=qupath if per_tile else None,
             tiled=partial(qupath, normalise_windows=False) if per_tile else None,
+            baselines=_fitted(settings, trained.spec, structure) if baselines else None,
+            on_volume=on_volume,
         )
         images.extend(result.images)
-    return _result(trained.spec.model_id, split, images, tile)
+        for key, found in result.baselines.items():
+            baseline_images.setdefault(key, []).extend(found.images)
+    return replace(
+        _result(trained.spec.model_id, split, images, tile),
+        baselines={key: _result(key, split, found) for key, found in baseline_images.items()},
+    )
+
+
+def _fitted(settings: DataSettings, spec: ModelSpec, structure: str) -> dict[str, Predictor]:
+    """The baselines of `structure` at the model's ratio, fitted on its training split (plane
+    by plane for plane models; see `baselines.py`)."""
+    from sparsessp_bmz.baselines import fit_baselines
+
+    one = settings.model_copy(update={"structures": (structure,)})
+    train = tuple(rows_for(one, "train"))
+    return dict(fit_baselines(train, one, spec.ratio, structure, spec.is_plane).predictors())
 
 
 # ---- baselines and Delta_Imp ---------------------------------------------------------------
@@ -334,6 +473,27 @@ def read_baseline(path: Path) -> dict[str, ImageMetrics]:
     if "image" in columns:
         return {row.structure: row.metrics for row in summarize(pairs)}
     return dict(pairs)
+
+
+def read_held_out(path: Path) -> dict[str, HeldOutScores]:
+    """Per-structure `HeldOutScores` (baselines included) from a summary.csv `write_results`
+    wrote; columns it lacks read as not measured."""
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        records = list(csv.DictReader(handle))
+    return {
+        r["structure"]: HeldOutScores.from_columns(
+            {k: float(v) if v not in (None, "") else math.nan for k, v in r.items() if k in _KEYS}
+        )
+        for r in records
+    }
+
+
+#: Every metric column a summary may hold (`HeldOutScores.columns` of a fully scored row).
+_KEYS = frozenset(
+    HeldOutScores(
+        0.0, 0.0, 0.0, 0.0, baselines={k: ScoreSet(ImageMetrics(0, 0, 0, 0)) for k in BASELINES}
+    ).columns()
+)
 
 
 def _floats(record: Mapping[str, str]) -> dict[str, float]:
@@ -387,10 +547,23 @@ def _per_tile_columns(
     return record
 
 
+def _image_columns(result: EvaluationResult, index: int) -> dict[str, float]:
+    """Every score of image `index`, the baselines' on the same volume included."""
+    sets = {"": result.images[index]} | {k: b.images[index] for k, b in result.baselines.items()}
+    found = {
+        key: ScoreSet(image.metrics, image.foreground, image.objects) for key, image in sets.items()
+    }
+    network = found.pop("")
+    return HeldOutScores.of(network, found).columns()
+
+
 def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
     """Write per_image.csv and summary.csv, atomically.
 
-    With delta_* columns (Delta_Imp in %) when compared with a baseline. When scored as QuPath
+    Columns are keyed by `metrics.column`: the paper's metrics, fg_* (inside the target's Otsu
+    foreground), the object metrics (f1_50, ..., NaN for structures that are not blob-like), and
+    the same again per baseline (mean_*, ridge_*; NaN when baselines were not scored). With
+    delta_* columns (Delta_Imp in %) when compared with a baseline. When scored as QuPath
     predicts: per_tile_size (tile in pixels), per_tile_* (QuPath's tiles each z-scored on its
     own), per_tile_diff_* (per tile minus the normal metrics), tiled_* (the same tiles, the volume
     z-scored once) and per_tile_norm_diff_* (per tile minus tiled: the normalisation alone).
@@ -398,9 +571,9 @@ def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     per_image = [
         {"model": result.model_id, "split": result.split, "structure": i.structure, "image": i.name}
-        | i.metrics.as_dict()
+        | _image_columns(result, index)
         | _per_tile_columns(result.tile, i.metrics, i.per_tile, i.tiled)
-        for i in result.images
+        for index, i in enumerate(result.images)
     ]
     summary = []
     for row in result.summary:
@@ -409,7 +582,7 @@ def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
             "split": result.split,
             "structure": row.structure,
             "n_images": row.n_images,
-        } | row.metrics.as_dict()
+        } | result.held_out(row.structure).columns()
         if result.deltas:
             delta = result.deltas.get(row.structure, {})
             record |= {f"delta_{m}": delta.get(m, math.nan) for m in METRIC_NAMES}
@@ -480,3 +653,47 @@ def _per_tile_caption(result: EvaluationResult) -> str | None:
 
 #: Per-tile metrics the table shows (the CSVs have all of them; the table must fit 80 columns).
 _PER_TILE_SHOWN = ("r2",)
+
+
+#: What the baseline table shows per predictor: (metric, scope), labels from `metrics.column`.
+#: (The CSVs have every metric; the table must fit 80 columns.)
+BASELINE_SHOWN = (("r2", ""), ("r2", "fg"), ("mse", ""))
+BASELINE_SHOWN_OBJECTS = (("f1_50", ""), ("f1_75", ""))
+
+
+def baseline_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
+    """Per structure, the network beside each baseline (rows), foreground and object metrics
+    included (object columns only when some structure is blob-like)."""
+    from rich.table import Table
+
+    shown = list(BASELINE_SHOWN)
+    if result.objects_summary:
+        shown += BASELINE_SHOWN_OBJECTS
+    table = Table(title=f"{result.model_id}: network and baselines on the {result.split} split")
+    table.add_column("structure")
+    table.add_column("predictor")
+    for metric, scope in shown:
+        table.add_column(column(metric, scope)[1], justify="right")
+    for structure in [*result.structures(), ALL]:
+        sets = {"": result.scores(structure)}
+        sets |= {k: b.scores(structure) for k, b in result.baselines.items()}
+        for position, (key, scores) in enumerate(sets.items()):
+            values = scores.columns()
+            cells = [structure if position == 0 else "", PREDICTORS[key][0]]
+            cells += [cell(values[column(m, scope)[0]]) for m, scope in shown]
+            table.add_row(*cells, end_section=position == len(sets) - 1)
+    return table
+
+
+def baseline_verdict(result: EvaluationResult) -> str:
+    """One line: the structures where the network does not beat the ridge baseline (R²)."""
+    if "ridge" not in result.baselines:
+        return "baselines not scored"
+    losing = result.not_beating("ridge", "r2")
+    ridge = result.baselines["ridge"]
+    if not losing:
+        return "the network beats the ridge baseline (R²) on every structure"
+    pairs = ", ".join(
+        f"{s} ({_metrics(result, s).r2:.3f} ≤ {_metrics(ridge, s).r2:.3f})" for s in losing
+    )
+    return f"WARNING: the network does not beat the ridge baseline (R²) on {pairs}"

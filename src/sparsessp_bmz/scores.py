@@ -4,6 +4,11 @@ A package states its model's test metrics (model card and RDF); the matrix summa
 show them too. All of them read `RUN/eval-test/`, written by `scores_of`, so every checkpoint is
 evaluated at most once. A stamp names the checkpoint (file, step, save time) the scores belong
 to, so that scores of an earlier or a different checkpoint of the same run are never reused.
+
+The scores include the baselines fitted on the run's training split (mean predictor, ridge on TL
+features), the foreground and the object metrics (`metrics.HeldOutScores`). The stamp carries
+`SCORES_VERSION`: scores stored by a version that did not compute all of these are evaluated
+again rather than read with their new columns missing.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from pathlib import Path
 
 from sparsessp_bmz.data.atomic import write_text
 from sparsessp_bmz.data.config import DataSettings
-from sparsessp_bmz.metrics import ALL, ImageMetrics
+from sparsessp_bmz.metrics import ALL, HeldOutScores
 from sparsessp_bmz.trained import TrainedModel
 
 #: Folder of a run's evaluation on a split (`RUN/eval-test`).
 EVAL_DIR = "eval-{split}"
 STAMP_FILE = "evaluated.json"
 TEST = "test"
+#: Version of what a stored evaluation holds; 2 added baselines, foreground and object metrics.
+SCORES_VERSION = 2
 
 
 def evaluation_dir(run_dir: Path, split: str = TEST) -> Path:
@@ -31,6 +38,7 @@ def _stamp(trained: TrainedModel, settings: DataSettings, split: str) -> dict[st
     """What the stored scores are of: which checkpoint, on which data, split and structures."""
     facts = trained.facts
     return {
+        "version": SCORES_VERSION,
         "checkpoint": facts.checkpoint.name if facts.checkpoint is not None else None,
         "global_step": facts.global_step,
         "saved_at": facts.saved_at.isoformat() if facts.saved_at is not None else None,
@@ -41,9 +49,9 @@ def _stamp(trained: TrainedModel, settings: DataSettings, split: str) -> dict[st
 
 def stored_scores(
     trained: TrainedModel, settings: DataSettings, split: str = TEST
-) -> dict[str, ImageMetrics] | None:
-    """The scores stored for exactly this checkpoint, data and split, or None."""
-    from sparsessp_bmz.evaluation import SUMMARY_CSV, read_baseline
+) -> dict[str, HeldOutScores] | None:
+    """The scores stored for exactly this checkpoint, data, split and `SCORES_VERSION`, or None."""
+    from sparsessp_bmz.evaluation import SUMMARY_CSV, read_held_out
 
     run_dir = trained.facts.run_dir
     if run_dir is None:
@@ -57,7 +65,7 @@ def stored_scores(
             return None
     except json.JSONDecodeError:
         return None
-    return {k: v for k, v in read_baseline(summary).items() if k != ALL}
+    return {k: v for k, v in read_held_out(summary).items() if k != ALL}
 
 
 def scores_of(
@@ -66,17 +74,21 @@ def scores_of(
     *,
     settings: DataSettings | None = None,
     progress: bool = False,
-) -> dict[str, ImageMetrics]:
-    """Per-structure whole-volume scores of `trained` on `split`, computed once per checkpoint.
+) -> dict[str, HeldOutScores]:
+    """Per-structure whole-volume scores of `trained` on `split`, computed once per checkpoint,
+    with the foreground and object metrics and the baselines (`metrics.HeldOutScores`).
 
     `settings` are the data settings to score on (default: the run's own).
     Models that name no manifest (built in Python, not read from a checkpoint) keep the scores
-    they carry.
+    they carry (the paper's metrics only, when that is all they carry).
     """
     from sparsessp_bmz.evaluation import evaluate_model, write_results
 
     if trained.manifest is None or trained.facts.run_dir is None:
-        return dict(trained.test_metrics)
+        return {
+            k: v if isinstance(v, HeldOutScores) else HeldOutScores(**v.as_dict())
+            for k, v in trained.test_metrics.items()
+        }
     settings = settings or trained.data_for()
     stored = stored_scores(trained, settings, split)
     if stored is not None:
@@ -86,4 +98,4 @@ def scores_of(
     (folder / STAMP_FILE).unlink(missing_ok=True)  # never an old stamp beside new scores
     write_results(result, folder)
     write_text(folder / STAMP_FILE, json.dumps(_stamp(trained, settings, split)) + "\n")
-    return {row.structure: row.metrics for row in result.summary if row.structure != ALL}
+    return {structure: result.held_out(structure) for structure in result.structures()}

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING
 
 from sparsessp_bmz.bmz.axes import XY_HALO, XY_MIN, z_scales
 from sparsessp_bmz.bmz.facts import PackageFacts
-from sparsessp_bmz.metrics import METRIC_LABELS, METRIC_NAMES
+from sparsessp_bmz.metrics import (
+    METRIC_LABELS,
+    METRIC_NAMES,
+    OBJECT_NAMES,
+    PREDICTORS,
+    SCOPES,
+    VOCABULARY,
+    HeldOutScores,
+    column,
+)
 
 if TYPE_CHECKING:
     from sparsessp_bmz.bmz.consumers import ConsumerVerdict
@@ -37,15 +46,55 @@ def metrics_text(facts: PackageFacts) -> str:
             "training manifest to evaluate on). Run `sparsessp-bmz evaluate` on a test split "
             "before relying on it."
         )
-    values = metrics.as_dict()
-    lines = [
+    intro = (
         f"Whole held-out test volumes of `{facts.manifest_name}` ({facts.spec.organelle}), "
-        "predicted with the Gaussian sliding window on the sparse grid, both sides z-scored:",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
+        "predicted with the Gaussian sliding window on the sparse grid, both sides z-scored"
+    )
+    if facts.held_out is not None and facts.held_out.baselines:
+        return _held_out_text(intro, facts.held_out)
+    values = metrics.as_dict()
+    lines = [f"{intro}:", "", "| metric | value |", "|---|---|"]
     lines += [f"| {METRIC_LABELS[name]} | {_fmt(values[name])} |" for name in METRIC_NAMES]
+    return "\n".join(lines)
+
+
+def _held_out_text(intro: str, scores: HeldOutScores) -> str:
+    """The network beside its baselines: whole volume, foreground and (blobs) objects."""
+    keys = ["", *scores.baselines]
+    sets = {"": scores.network(), **scores.baselines}
+    values = {key: found.columns() for key, found in sets.items()}
+    rows = [(m, "") for m in METRIC_NAMES] + [(m, "fg") for m in METRIC_NAMES]
+    if scores.objects is not None:
+        rows += [(m, "") for m in OBJECT_NAMES]
+    lines = [
+        f"{intro}. Beside the network, two baselines fitted on the same training split and "
+        "scored on the same volumes:",
+        "",
+        *(f"- **{PREDICTORS[k][0]}**: {PREDICTORS[k][1]}." for k in keys[1:]),
+        "",
+        "| metric | " + " | ".join(PREDICTORS[k][0] for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for metric, scope in rows:
+        cells = [_fmt(values[k][column(metric, scope)[0]]) for k in keys]
+        label = VOCABULARY[metric].label + (f" ({SCOPES[scope][0]})" if scope else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"fg: {SCOPES['fg'][1]}. "
+        + " ".join(f"{VOCABULARY[n].label}: {VOCABULARY[n].description}." for n in ("r2",)),
+    ]
+    if scores.objects is not None:
+        lines[-1] += " " + " ".join(
+            f"{VOCABULARY[n].label}: {VOCABULARY[n].description}." for n in ("f1_50", "ap_50")
+        )
+    ridge = scores.baselines.get("ridge")
+    if ridge is not None and not scores.r2 > ridge.whole.r2:
+        lines += [
+            "",
+            f"**Warning:** on these test volumes the network (R² {_fmt(scores.r2)}) does not beat "
+            f"a ridge regression on local TL features (R² {_fmt(ridge.whole.r2)}).",
+        ]
     return "\n".join(lines)
 
 

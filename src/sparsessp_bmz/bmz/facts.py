@@ -28,7 +28,7 @@ from sparsessp_bmz.bmz.metadata import (
 )
 from sparsessp_bmz.bmz.variants import DISPLAY_SCALED, package_id
 from sparsessp_bmz.data.config import DataSettings
-from sparsessp_bmz.metrics import ImageMetrics
+from sparsessp_bmz.metrics import HeldOutScores, ImageMetrics
 from sparsessp_bmz.nets.variants import Variant
 from sparsessp_bmz.spec import ModelSpec
 from sparsessp_bmz.trained import TrainedModel, TrainingFacts
@@ -207,11 +207,15 @@ class PackageFacts:
     #: The run's data settings (split protocol, flips), None for a model built in Python.
     data: DataSettings | None
     manifest_name: str | None
+    #: The paper's held-out metrics (what the RDF states).
     test_metrics: ImageMetrics | None
     test_source: str
     display: DisplayScale | None = None
     tolerance: Tolerance = field(default_factory=Tolerance)
     files: PackageFiles = field(default_factory=PackageFiles)
+    #: The same held-out scores with the foreground and object metrics and the baselines beside
+    #: them (the model card's table), None when only the paper's metrics are known.
+    held_out: HeldOutScores | None = None
 
     @property
     def spec_kwargs(self) -> dict[str, Any]:
@@ -245,6 +249,7 @@ def package_facts(
 ) -> PackageFacts:
     """The facts of one package of a single-structure (baked) model."""
     spec = trained.spec
+    metrics = trained.test_metrics.get(spec.organelle)
     vz, vy, vx = trained.voxel_size_um
     if variant == "plane":
         input_voxel: tuple[float, ...] = (vy, vx)
@@ -269,7 +274,8 @@ def package_facts(
         training=trained.facts,
         data=trained.data,
         manifest_name=trained.manifest.name if trained.manifest is not None else None,
-        test_metrics=trained.test_metrics.get(spec.organelle),
+        test_metrics=metrics.network().whole if isinstance(metrics, HeldOutScores) else metrics,
         test_source=test_source,
         display=display,
+        held_out=metrics if isinstance(metrics, HeldOutScores) else None,
     )

@@ -1,5 +1,10 @@
 """`sparsessp-bmz evaluate`: the paper's metrics of one checkpoint on whole held-out volumes.
 
+Beside the network, the mean predictor and a ridge regression on local TL features (fitted on the
+training split) are scored on the same volumes, and one line says where the network does not beat
+the ridge; metrics are also computed inside the target's foreground and, for blob-like structures,
+on segmentations (object F1 and AP). `--report` adds an HTML page with pictures.
+
 Plane models (one TL plane in, one fluorescence plane out; the ones QuPath runs) are also scored
 with per-tile normalisation, as QuPath predicts them, beside the normal per-image normalisation.
 """
@@ -48,8 +53,26 @@ def evaluate(
         int,
         typer.Option(help="y/x tile in pixels for --per-tile (QuPath's default: 512)."),
     ] = 512,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines/--no-baselines",
+            help="Also fit and score the mean predictor and a ridge regression on TL features "
+            "(training split) on the same volumes.",
+        ),
+    ] = True,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write report.html with PNGs beside it in the output folder: per test "
+            "volume TL | prediction | target | error views, intensity histograms, the tables.",
+        ),
+    ] = False,
 ) -> None:
-    """Predict every volume of a split with the sliding window and score MSE, MAE, R², r.
+    """Predict every volume of a split with the sliding window and score MSE, MAE, R², r,
+    beside the mean predictor and a ridge regression on TL features, over the whole volume and the
+    target's foreground, and (nuclei, nucleoli) object F1 / AP of Otsu segmentations.
 
     For plane models the table and CSVs also hold the metrics of predicting as QuPath does
     (per_tile_*: tiles of --tile pixels, each z-scored on its own) and their change from the
@@ -63,12 +86,15 @@ def evaluate(
     from sparsessp_bmz.data.config import DataSettings
     from sparsessp_bmz.data.splits import rows_for
     from sparsessp_bmz.evaluation import (
+        baseline_table,
+        baseline_verdict,
         compare,
         evaluate_model,
         read_baseline,
         results_table,
         write_results,
     )
+    from sparsessp_bmz.report import ReportFigures, write_report
     from sparsessp_bmz.training.checkpoint import load_trained
 
     trained = load_trained(checkpoint)
@@ -84,8 +110,14 @@ def evaluate(
         )
     if settings.structures is None:
         settings = settings.model_copy(update={"structures": trained.structures})
-    # every row of the split opened before any prediction: bad data fails in seconds
-    require_usable(rows_for(settings, split, save=False), settings, "evaluation")
+    # every row of the split (and the training rows the baselines are fitted on) opened before
+    # any prediction: bad data fails in seconds
+    rows = rows_for(settings, split, save=False)
+    if baselines and split != "train":
+        rows += rows_for(settings, "train", save=False)
+    require_usable(rows, settings, "evaluation")
+    out_dir = out if out is not None else checkpoint.parent / f"eval-{split}"
+    figures = ReportFigures(out_dir, trained.spec.ratio) if report else None
     result = evaluate_model(
         trained,
         settings,
@@ -96,11 +128,19 @@ def evaluate(
         progress=True,
         per_tile=per_tile,
         tile=tile,
+        baselines=baselines,
+        on_volume=figures,
     )
     if reference is not None:
         result = compare(result, reference)
-    out_dir = out if out is not None else checkpoint.parent / f"eval-{split}"
     per_image, summary = write_results(result, out_dir)
     console = Console()
     console.print(results_table(result))
+    verdict = baseline_verdict(result)
+    if baselines:
+        console.print(baseline_table(result))
+        console.print(verdict)
+    if figures is not None:
+        title = f"{trained.spec.model_id} on the {split} split"
+        console.print(f"wrote {write_report(result, figures, verdict, title)}")
     console.print(f"wrote {per_image} and {summary}")

@@ -9,6 +9,12 @@ A z flip is applied to the dense stacks *before* the sparse grid is laid down, s
 is exactly what a microscope would have acquired from the flipped cell: input slice k is still the
 TL of target slice k * r. (Flipping an already subsampled crop would put the input on slices
 r - 1, 2r - 1, ... of the target and silently misalign every flipped sample.)
+
+Foreground-aware sampling (Spotlight, "Patch selection": only patches with at least 0.1% foreground
+voxels are used): with `min_foreground` > 0 a crop is redrawn, from the sample's own generator,
+until its target has that share of voxels at or above the volume's Otsu threshold, at most
+`FOREGROUND_TRIES` times; then the crop with the most foreground is used, so a volume with little
+foreground slows nothing down and still contributes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from sparsessp_bmz.data.volumes import VolumeCache, VolumePair, load_pair
 from sparsessp_bmz.errors import UserInputError
 
 Sample = dict[str, torch.Tensor | str | int]
+#: Crops drawn per sample at most while looking for one with enough foreground.
+FOREGROUND_TRIES = 10
 
 
 class SparsePatchDataset(Dataset[Sample]):
@@ -39,6 +47,7 @@ class SparsePatchDataset(Dataset[Sample]):
         *,
         patch: tuple[int, int, int],
         ratio: int,
+        min_foreground: float = 0.0,
     ) -> None:
         if not rows:
             raise UserInputError(f"{settings.manifest}: no images to sample patches from")
@@ -56,13 +65,23 @@ class SparsePatchDataset(Dataset[Sample]):
         ]
         self.cache = VolumeCache(settings.cache_mb)
         self.epoch = 0
+        self.min_foreground = min_foreground
+        #: Otsu threshold of each target volume (one float per row; computed on first use).
+        self._thresholds: dict[ManifestRow, float] = {}
 
     @classmethod
     def from_settings(
-        cls, settings: DataSettings, split: str, *, patch: tuple[int, int, int], ratio: int
+        cls,
+        settings: DataSettings,
+        split: str,
+        *,
+        patch: tuple[int, int, int],
+        ratio: int,
+        min_foreground: float = 0.0,
     ) -> SparsePatchDataset:
         """The patches of one split (train, val or test) of the manifest in `settings`."""
-        return cls(rows_for(settings, split), settings, patch=patch, ratio=ratio)
+        rows = rows_for(settings, split)
+        return cls(rows, settings, patch=patch, ratio=ratio, min_foreground=min_foreground)
 
     def set_epoch(self, epoch: int) -> None:
         """New crops and volume order per epoch (workers must not be persistent to see it)."""
@@ -92,6 +111,39 @@ class SparsePatchDataset(Dataset[Sample]):
                 f"{pair.voxel_size_um} um, smaller than the patch {self.patch}; use a smaller patch"
             )
 
+    def _draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """One random aligned crop: (phase, z0, y0, x0)."""
+        depth, height, width = self.patch
+        phase = int(rng.integers(feasible_phases(shape[0], depth, self.ratio)))
+        z0 = int(rng.choice(aligned_starts(shape[0], depth, self.ratio, phase)))
+        y0 = int(rng.integers(shape[1] - height + 1))
+        x0 = int(rng.integers(shape[2] - width + 1))
+        return phase, z0, y0, x0
+
+    def _crop(
+        self, rng: np.random.Generator, target: np.ndarray, row: ManifestRow
+    ) -> tuple[int, int, int, int]:
+        """A crop with enough foreground when asked for (see the module docstring)."""
+        crop = self._draw(rng, target.shape)
+        if self.min_foreground <= 0:
+            return crop
+        if row not in self._thresholds:
+            from skimage.filters import threshold_otsu
+
+            self._thresholds[row] = float(threshold_otsu(target))
+        depth, height, width = self.patch
+        best, best_share = crop, -1.0
+        for _ in range(FOREGROUND_TRIES):
+            _, z0, y0, x0 = crop
+            patch = target[z0 : z0 + depth, y0 : y0 + height, x0 : x0 + width]
+            share = float(np.mean(patch >= self._thresholds[row]))
+            if share >= self.min_foreground:
+                return crop
+            if share > best_share:
+                best, best_share = crop, share
+            crop = self._draw(rng, target.shape)
+        return best
+
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < len(self):
             raise IndexError(index)
@@ -104,10 +156,7 @@ class SparsePatchDataset(Dataset[Sample]):
             for axis in np.flatnonzero(rng.random(3) < 0.5):
                 signal, target = np.flip(signal, axis), np.flip(target, axis)
         depth, height, width = self.patch
-        phase = int(rng.integers(feasible_phases(target.shape[0], depth, self.ratio)))
-        z0 = int(rng.choice(aligned_starts(target.shape[0], depth, self.ratio, phase)))
-        y0 = int(rng.integers(target.shape[1] - height + 1))
-        x0 = int(rng.integers(target.shape[2] - width + 1))
+        phase, z0, y0, x0 = self._crop(rng, target, row)
         window = sparse_window(z0, depth, self.ratio, phase)
         sparse = subsample(signal, self.ratio, phase)[window, y0 : y0 + height, x0 : x0 + width]
         dense = target[z0 : z0 + depth, y0 : y0 + height, x0 : x0 + width]

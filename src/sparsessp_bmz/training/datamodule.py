@@ -4,6 +4,8 @@ Training crops are drawn from (data seed, epoch, sample index) alone, so a resum
 the crops an uninterrupted one would; the module tells this data module the epoch at the start of
 every epoch. Validation uses a fixed set of `optim.val_samples` crops without flips (the epoch
 never changes for them), so validation MSE is comparable between epochs and across resumes.
+Foreground-aware sampling (`optim.min_foreground_fraction`) applies to training crops only, so
+validation keeps scoring what evaluation scores: any part of a volume.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class SparsePatchDataModule(L.LightningDataModule):
         spec = self.config.model
         if self.train_set is None:
             self.train_set = SparsePatchDataset.from_settings(
-                settings, "train", patch=spec.patch, ratio=spec.ratio
+                settings,
+                "train",
+                patch=spec.patch,
+                ratio=spec.ratio,
+                min_foreground=self.config.optim.min_foreground_fraction,
             )
         if self.val_set is None:
             val_settings = settings.model_copy(

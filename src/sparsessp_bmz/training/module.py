@@ -1,4 +1,10 @@
-"""The Lightning module: one SparseSSP network, its loss, Adam, and the facts a checkpoint keeps.
+"""The Lightning module: one SparseSSP network, its loss, Adam with its learning-rate schedule,
+early stopping, and the facts a checkpoint keeps.
+
+The schedule and early stopping live here rather than in the trainer set-up: Lightning stores the
+scheduler's state and merges `configure_callbacks` into the trainer (their state, e.g. early
+stopping's count of validations without improvement, goes into every checkpoint too), so a
+resumed run continues both exactly where it stopped.
 
 Hyper-parameters are plain JSON-able dicts (the config dumped in JSON mode), so checkpoints load
 with `torch.load(weights_only=True)` and rebuild the exact network without this class.
@@ -8,6 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -76,9 +83,37 @@ class SparseSSPModule(L.LightningModule):
         self.best_val_mse = min(self.best_val_mse, self.val_mse)
         self.validated_at_step = self.global_step
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         optim = self.config.optim
-        return torch.optim.Adam(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        adam = torch.optim.Adam(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.schedule == "constant":
+            return adam
+        total = self._step_budget()
+        warmup = int(optim.warmup_fraction * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(adam, partial(warmup_cosine, warmup, total))
+        return {"optimizer": adam, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _step_budget(self) -> int:
+        """Optimiser steps the run will take: `optim.max_steps`, or the epochs' steps (Lightning's
+        estimate knows the devices and batches per epoch), whichever is smaller."""
+        budget = self.config.optim.max_steps
+        estimated = self.trainer.estimated_stepping_batches
+        if self.config.max_epochs > 0 and math.isfinite(estimated):
+            budget = int(estimated) if budget <= 0 else min(budget, int(estimated))
+        return max(budget, 1)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Early stopping on validation MSE (`optim.early_stopping_patience` validations)."""
+        patience = self.config.optim.early_stopping_patience
+        if patience is None:
+            return []
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        return [
+            EarlyStopping(
+                monitor="val_mse", mode="min", patience=patience, check_on_train_epoch_end=False
+            )
+        ]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[FACTS_KEY] = {
@@ -96,6 +131,15 @@ class SparseSSPModule(L.LightningModule):
         self.val_mse = float(facts.get("val_mse", math.nan))
         self.best_val_mse = float(facts.get("best_val_mse", math.inf))
         self.validated_at_step = int(facts.get("validated_at_step", -1))
+
+
+def warmup_cosine(warmup: int, total: int, step: int) -> float:
+    """Learning-rate factor at `step`: linear from 1/warmup to 1 over `warmup` steps, then cosine
+    from 1 to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class StepBudget(L.Callback):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,15 @@ from matrix_fixtures import LockHolderProcess, write_matrix
 from typer.testing import CliRunner
 
 from sparsessp_bmz.cli import app
-from sparsessp_bmz.training.executors import JOBS_FILE, read_jobs, submit_matrix
+from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.training.executors import (
+    JOBS_FILE,
+    Submission,
+    job_key,
+    read_jobs,
+    record_jobs,
+    submit_matrix,
+)
 from sparsessp_bmz.training.matrix import load_matrix, summary_dir
 from sparsessp_bmz.training.matrix_status import statuses
 
@@ -69,7 +79,7 @@ def test_submitit_local_trains_every_entry_and_status_and_collect_read_the_run_f
     out = summary_dir(matrix, settings, entries)
     (found,) = statuses(settings, entries, out)
     assert found.state == "finished" and found.steps == 2 and math.isfinite(found.val_mse)
-    assert found.job_id == read_jobs(out)[str(entries[0].config.run_dir())] != ""
+    assert found.job_id == read_jobs(out)[job_key(entries[0].config.run_dir())] != ""
     (out / "summary.csv").unlink()
     result = runner.invoke(app, ["matrix", "collect", str(matrix)])
     assert result.exit_code == 0, result.output
@@ -132,3 +142,90 @@ def test_the_export_job_stays_a_cpu_job_when_its_section_changes_other_resources
     export = cluster.resources_for(None)
     assert (export.partition, export.gpus_per_task, export.mem_gb) == ("gpu", 0, 8)
     assert cluster.resources_for("3d").gpus_per_task == 2
+
+
+def test_a_local_dry_run_prints_the_plan_trains_nothing_and_warns_about_the_data(
+    small_simulation: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(small_simulation.read_text().replace(",dna,", ",golgi,"))
+    matrix = write_matrix(tmp_path, bad, "[dna]")
+    result = CliRunner().invoke(app, ["matrix", str(matrix), "--dry-run"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    _, entries = load_matrix(matrix)
+    assert str(entries[0].config.run_dir()) in result.output and "pending" in result.output
+    assert "warning:" in result.output and "dry run: nothing trained" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_damaged_run_folder_is_one_invalid_entry_and_the_others_are_still_read(
+    small_simulation: Path, tmp_path: Path
+) -> None:
+    matrix = write_matrix(
+        tmp_path, small_simulation, "[dna, mitochondria]", extra="evaluate: false\n"
+    )
+    settings, entries = load_matrix(matrix)
+    dna, mitochondria = (entry.config.run_dir() for entry in entries)
+    dna.mkdir(parents=True)
+    (dna / "done.json").write_text('{"budget": ')  # cut off by a full disk
+    (mitochondria / "logs").mkdir(parents=True)
+    (mitochondria / "logs" / "metrics.csv").write_text(
+        "epoch,step,train_loss_step,val_mse\n0,3,,0.75\n0,4,,0.5\n0,x5,,0.2\n0,6,,0.1"
+    )
+    damaged, intact = statuses(settings, entries, tmp_path)
+    assert damaged.state == "invalid" and "done.json" in damaged.error
+    assert "\n" not in damaged.error
+    assert (intact.state, intact.steps, intact.val_mse) == ("pending", 6, 0.1)
+    (intact.entry.config.run_dir() / "logs" / "metrics.csv").write_text("step,val_mse\n4,0.5\n7,")
+    assert statuses(settings, entries, tmp_path)[1].steps == 4  # the cut-off row is skipped
+    result = CliRunner().invoke(app, ["matrix", "collect", str(matrix)])
+    assert result.exit_code == 1, result.output  # the damaged entry counts as failed
+    rows = list(csv.DictReader((summary_dir(matrix, settings, entries) / "summary.csv").open()))
+    assert [(row["organelle"], row["status"]) for row in rows] == [
+        ("dna", "failed"),
+        ("mitochondria", "pending"),
+    ]
+    assert "done.json" in rows[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "named"),
+    [
+        ("cluster: {sbatch: {job-name: x, account: lab}}", "may not set job-name"),
+        ("cluster: {sbatch: {cpus_per_task: '64'}}", "may not set cpus_per_task"),
+        ("cluster: {timeout_min: 2, signal_delay_s: 90}", "cluster.timeout_min (2 min)"),
+        (
+            "cluster: {topologies: {2d: {timeout_min: 1}}}",
+            "cluster.topologies.2d.timeout_min (1 min)",
+        ),
+    ],
+)
+def test_cluster_settings_that_override_the_matrix_or_leave_no_time_to_checkpoint_are_refused(
+    small_simulation: Path, tmp_path: Path, cluster: str, named: str
+) -> None:
+    matrix = write_matrix(tmp_path, small_simulation, "[dna]", extra=cluster + "\n")
+    with pytest.raises(UserInputError, match=re.escape(named)):
+        load_matrix(matrix)
+
+
+def test_entries_whose_recorded_job_squeue_still_lists_are_not_submitted_again(
+    small_simulation: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = write_matrix(tmp_path, small_simulation, "[dna, mitochondria]", extra=CLUSTER)
+    settings, entries = load_matrix(matrix)
+    dna = job_key(entries[0].config.run_dir())
+    record_jobs(summary_dir(matrix, settings, entries), Submission([], {dna: "77_0"}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"  # SLURM's answer: job 77_0 still waits
+    squeue.write_text("#!/bin/sh\necho 77_0\necho 78_3\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    done = submit_matrix(matrix, [], "slurm", dry_run=True)
+    assert done.queued == {dna: "77_0"} and done.queue_known
+    (plan,) = done.submission.arrays
+    assert [entry.organelle for entry in plan.entries] == ["mitochondria"]
+    squeue.write_text("#!/bin/sh\nexit 1\n")  # squeue cannot answer: submitted, and said so
+    done = submit_matrix(matrix, [], "slurm", dry_run=True)
+    assert not done.queued and not done.queue_known
+    assert len(done.submission.arrays[0].entries) == 2

@@ -80,3 +80,45 @@ def test_an_invalid_entry_config_is_reported_not_raised(manifest: Path, tmp_path
     rows, out = run_matrix(matrix)
     assert rows[0].status == "failed" and "U=15" in rows[0].error
     assert read_summary(out)[0]["status"] == "failed"
+
+
+def test_an_entry_another_process_trains_is_running_elsewhere_and_its_folder_is_left_alone(
+    manifest: Path, tmp_path: Path
+) -> None:
+    from matrix_fixtures import LockHolderProcess
+
+    from sparsessp_bmz.training.matrix import RUNNING_ELSEWHERE, load_matrix, run_entry
+
+    settings, (entry,) = load_matrix(write_matrix(tmp_path, manifest, "[dna]"))
+    run_dir = entry.config.run_dir()
+    holder = LockHolderProcess(run_dir)
+    try:
+        before = sorted(run_dir.iterdir())
+        row = run_entry(entry, settings)
+        assert sorted(run_dir.iterdir()) == before  # no error.log in a folder it does not hold
+    finally:
+        holder.stop()
+    assert row.status == RUNNING_ELSEWHERE and f"pid {holder.pid}" in row.error
+
+
+def test_sigusr1_outside_training_stops_the_matrix_after_the_entry_it_arrived_in(
+    manifest: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from sparsessp_bmz.training.matrix import load_matrix
+    from sparsessp_bmz.training.preemption import Preempted
+    from sparsessp_bmz.training.run import is_finished
+
+    matrix = write_matrix(tmp_path, manifest, "[dna, mitochondria]", extra="evaluate: false\n")
+
+    def warn_before_the_first(entry, index: int, total: int) -> None:  # type: ignore[no-untyped-def]
+        if index == 0:  # not training yet: without a handler its default action kills pytest
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(Preempted, match="after entry 1 of 2"):
+        run_matrix(matrix, on_entry=warn_before_the_first)
+    _, (dna, mitochondria) = load_matrix(matrix)
+    assert is_finished(dna.config) and not mitochondria.config.run_dir().exists()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL

@@ -237,7 +237,9 @@ def test_a_second_process_is_refused_while_another_trains_the_run(
     config = tiny_config(manifest, tmp_path / "run")
     holder = LockHolderProcess(config.run_dir())
     try:
-        with pytest.raises(UserInputError, match=rf"being trained by pid {holder.pid} on "):
+        with pytest.raises(
+            UserInputError, match=rf"in use \(being trained or evaluated\) by pid {holder.pid} on "
+        ):
             train(config)
         assert not (config.run_dir() / "checkpoints").exists()
         assert not (config.run_dir() / "config.json").exists()

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
+from rich.console import Console
 from typer.core import TyperGroup
 
 from sparsessp_bmz.cli.options import Verbose
+
+if TYPE_CHECKING:  # the CLI imports the training modules only when a command runs them
+    from sparsessp_bmz.training.matrix import Entry
+    from sparsessp_bmz.training.matrix_export import ExportRequest, MatrixExport
+    from sparsessp_bmz.training.matrix_summary import EntryResult
 
 
 class _RunByDefault(TyperGroup):
@@ -75,7 +81,7 @@ Metadata = Annotated[
 
 def _export_request(
     file: Path, overrides: list[str] | None, out: Path, variants: str | None, metadata: Path | None
-) -> Any:
+) -> ExportRequest:
     from sparsessp_bmz.training.matrix_export import ExportRequest
 
     return ExportRequest(file, tuple(overrides or ()), out, variants, metadata)
@@ -87,10 +93,15 @@ def run(
     overrides: Overrides = None,
     executor: Executor = ExecutorChoice.local,
     dry_run: Annotated[
-        bool, typer.Option(help="slurm: print the sbatch script and the tasks; submit nothing.")
+        bool,
+        typer.Option(
+            help="Print the plan (entries, run folders, finished/pending; on slurm also the "
+            "sbatch scripts and tasks), warn about data problems; train and submit nothing."
+        ),
     ] = False,
     wait: Annotated[
-        bool, typer.Option(help="slurm: wait for the jobs, then write the summary.")
+        bool,
+        typer.Option(help="slurm: wait for the jobs, then write the summary (local always waits)."),
     ] = False,
     export: Annotated[
         bool,
@@ -106,6 +117,7 @@ def run(
     """Train, then score on whole test volumes, every entry; skip finished ones; one summary.
 
     A crashing entry is logged to its run folder (error.log) and marked failed; the rest go on.
+    An entry another process trains now is "running elsewhere" (not failed, left alone).
     Re-run the command to retry failed and unfinished entries. With --executor slurm the command
     returns once the arrays are submitted: follow them with `matrix status`, then `matrix
     collect` writes the summary.
@@ -120,9 +132,12 @@ def run(
     if executor is not ExecutorChoice.local:
         _submit(console, file, overrides or [], executor.value, dry_run, wait, request)
         return
+    if dry_run:
+        _print_plan(console, file, overrides or [])
+        return
     from sparsessp_bmz.training.matrix import run_matrix
 
-    def announce(entry, index: int, total: int) -> None:  # type: ignore[no-untyped-def]
+    def announce(entry: Entry, index: int, total: int) -> None:
         name = f"{entry.organelle} r={entry.ratio} {entry.topology}"
         console.rule(f"[bold]{index + 1}/{total}[/] {name}")
 
@@ -135,10 +150,35 @@ def run(
         raise typer.Exit(1)
 
 
-def _submit(  # type: ignore[no-untyped-def]
-    console, file: Path, overrides: list[str], executor: str, dry_run: bool, wait: bool, request
+def _print_plan(console: Console, file: Path, overrides: list[str]) -> None:
+    """The local dry run: each entry's run folder and state, then data problems as warnings."""
+    from sparsessp_bmz.training.matrix import data_problem, load_matrix, summary_dir
+    from sparsessp_bmz.training.matrix_status import statuses
+
+    settings, entries = load_matrix(file, overrides)
+    console.rule(f"[bold]plan[/] {file}: {len(entries)} entries")
+    for item in statuses(settings, entries, summary_dir(file, settings, entries)):
+        where = item.error if item.entry.config is None else item.entry.config.run_dir()
+        console.print(f"  {item.state:<8} {item.name}  {where}", highlight=False, soft_wrap=True)
+    _print_data_problem(console, data_problem(settings, entries))
+    console.print("dry run: nothing trained")
+
+
+def _print_data_problem(console: Console, problem: str | None) -> None:
+    if problem is not None:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+
+
+def _submit(
+    console: Console,
+    file: Path,
+    overrides: list[str],
+    executor: str,
+    dry_run: bool,
+    wait: bool,
+    request: ExportRequest | None,
 ) -> None:
-    from sparsessp_bmz.training.executors import submit_matrix
+    from sparsessp_bmz.training.executors import job_key, submit_matrix
 
     with console.status(f"submitting through submitit ({executor})"):
         done = submit_matrix(
@@ -147,22 +187,30 @@ def _submit(  # type: ignore[no-untyped-def]
             executor,
             dry_run=dry_run,
             wait=wait,
-            export=request,  # type: ignore[arg-type]
+            export=request,
         )
     for entry in done.running:
         console.print(f"running elsewhere, not submitted: {entry.config.run_dir()}")
+    for run_dir, job in done.queued.items():
+        console.print(f"queued or running as job {job}, not submitted: {run_dir}", highlight=False)
+    if not done.queue_known:
+        console.print(
+            "[yellow]warning:[/] squeue could not be asked whether earlier jobs of these entries "
+            "still wait; an entry submitted twice trains once (its run lock refuses the other)"
+        )
     if not done.submission.arrays:
         console.print("every entry is finished or running; nothing submitted")
     for index, plan in enumerate(done.submission.arrays):
         console.rule(f"[bold]array {plan.name}[/]: {len(plan.entries)} tasks")
         for task, entry in enumerate(plan.entries):
             run_dir = entry.config.run_dir()
-            job = done.submission.job_ids.get(str(run_dir), "")
+            job = done.submission.job_ids.get(job_key(run_dir), "")
             console.print(f"  task {task} {job}  {run_dir}", highlight=False, soft_wrap=True)
         if dry_run:
             script = done.submission.scripts[index]
             console.print(script, highlight=False, markup=False, soft_wrap=True)
     if dry_run:
+        _print_data_problem(console, done.data_problem)
         console.print("dry run: nothing submitted")
         return
     if done.submission.export_job_id:
@@ -178,7 +226,7 @@ def _submit(  # type: ignore[no-untyped-def]
         raise typer.Exit(1)
 
 
-def _print_summary(console, rows, out: Path) -> int:  # type: ignore[no-untyped-def]
+def _print_summary(console: Console, rows: list[EntryResult], out: Path) -> int:
     """The summary table; how many entries failed."""
     from sparsessp_bmz.training.matrix_summary import summary_table
 
@@ -277,7 +325,7 @@ def export(
     console.print(f"export job {job.job_id}; logs in {log_dir}", highlight=False)
 
 
-def _run_export(console, request):  # type: ignore[no-untyped-def]
+def _run_export(console: Console, request: ExportRequest) -> MatrixExport:
     from sparsessp_bmz.training.matrix_export import export_matrix
 
     with console.status("") as shown:
@@ -286,7 +334,7 @@ def _run_export(console, request):  # type: ignore[no-untyped-def]
         )
 
 
-def _print_export(console, done) -> int:  # type: ignore[no-untyped-def]
+def _print_export(console: Console, done: MatrixExport) -> int:
     """One line per package; how many failed."""
     for archive in done.archives:
         console.print(f"[green]PASS[/] {archive}", highlight=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparsessp_bmz.spec import Topology
 
@@ -21,6 +21,28 @@ from sparsessp_bmz.spec import Topology
 DEFAULT_MAX_REQUEUES = 20
 #: The warning signal a job asks SLURM for (sbatch --signal), handled by `training.preemption`.
 PREEMPTION_SIGNAL_NAME = "USR1"
+#: sbatch options the settings above (or submitit, `_make_sbatch_string` in
+#: submitit/slurm/slurm.py) already write: `cluster.sbatch` may not change them behind the
+#: validated fields' back. Compared with `_` for `-`, as submitit spells them.
+RESERVED_SBATCH = frozenset(
+    {
+        "array",
+        "time",
+        "signal",
+        "job_name",
+        "output",
+        "error",
+        "partition",
+        "cpus_per_task",
+        "mem",
+        "gpus_per_task",
+        "dependency",
+        "nodes",
+        "open_mode",
+    }
+)
+#: Seconds a run needs after SLURM's warning to save its checkpoint and requeue itself.
+CHECKPOINT_MARGIN_S = 60
 
 
 class Resources(BaseModel):
@@ -83,6 +105,34 @@ class ClusterSettings(Resources):
     log_dir: Path | None = Field(
         None, description="submitit's job files and logs; default SUMMARY_DIR/slurm."
     )
+
+    @field_validator("sbatch")
+    @classmethod
+    def _leave_set_options_alone(cls, sbatch: dict[str, str]) -> dict[str, str]:
+        taken = sorted(key for key in sbatch if key.replace("-", "_") in RESERVED_SBATCH)
+        if taken:
+            raise ValueError(
+                f"may not set {', '.join(taken)}: the matrix sets them from its "
+                f"own settings (partition, timeout_min, cpus_per_task, mem_gb, gpus_per_task, "
+                f"signal_delay_s) or submitit does; use those fields, or remove the keys"
+            )
+        return sbatch
+
+    @model_validator(mode="after")
+    def _time_for_the_warning(self) -> ClusterSettings:
+        """A job must live past SLURM's warning long enough to checkpoint, or it never
+        requeues with progress (`training.preemption`)."""
+        limits = {"cluster": self.timeout_min} | {
+            f"cluster.topologies.{name}": r.timeout_min for name, r in self.topologies.items()
+        }
+        for where, minutes in limits.items():
+            if minutes is not None and minutes * 60 <= self.signal_delay_s + CHECKPOINT_MARGIN_S:
+                raise ValueError(
+                    f"{where}.timeout_min ({minutes} min) must be longer than signal_delay_s "
+                    f"({self.signal_delay_s} s) + {CHECKPOINT_MARGIN_S} s to save a checkpoint; "
+                    f"raise timeout_min or lower signal_delay_s"
+                )
+        return self
 
     def resources_for(self, topology: str | None) -> Resources:
         """This section's resources with the topology's override (None: the export job's)."""

@@ -21,6 +21,7 @@ import functools
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ from sparsessp_bmz.training.matrix_summary import EntryResult
 
 ExecutorName = Literal["local", "submitit-local", "slurm"]
 JOBS_FILE = "jobs.json"
+
+
+def job_key(run_dir: Path) -> str:
+    """A run folder as jobs.json names it: absolute, so `matrix status` run from another folder
+    finds the jobs a submission recorded."""
+    return str(run_dir.absolute())
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def submit(
             jobs = pool.map_array(run_entry_job, list(plan.entries), [settings] * len(plan.entries))
         for entry, job in zip(plan.entries, jobs, strict=True):
             assert entry.config is not None
-            submission.job_ids[str(entry.config.run_dir())] = str(job.job_id)
+            submission.job_ids[job_key(entry.config.run_dir())] = str(job.job_id)
         submission.jobs += jobs
     return submission
 
@@ -226,6 +233,25 @@ def read_jobs(out: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
 
 
+def queued_jobs() -> set[str] | None:
+    """The ids of SLURM's pending and running jobs, array tasks one by one as `123_4` (None:
+    squeue is not there or failed, so it cannot be known)."""
+    squeue = shutil.which("squeue")
+    if squeue is None:
+        return None
+    try:
+        listed = subprocess.run(
+            [squeue, "--noheader", "--array", "--format=%i"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line.strip() for line in listed.stdout.splitlines() if line.strip()}
+
+
 @dataclass
 class MatrixSubmission:
     """A matrix handed to submitit: what was submitted, what was left out, where it reports."""
@@ -234,8 +260,14 @@ class MatrixSubmission:
     log_dir: Path
     submission: Submission
     running: list[Entry]
+    #: Entries whose recorded job (jobs.json) SLURM still lists as pending or running: job id.
+    queued: dict[str, str] = field(default_factory=dict)
+    #: Whether squeue could be asked (False: entries of an earlier submission may be sent again).
+    queue_known: bool = True
     rows: list[EntryResult] | None = None
     export: MatrixExport | None = None
+    #: A dry run's data check, as a warning (a real submission refuses bad data instead).
+    data_problem: str | None = None
 
 
 def submit_matrix(
@@ -249,29 +281,48 @@ def submit_matrix(
 ) -> MatrixSubmission:
     """Submit every unfinished entry of a matrix (one array task each) through submitit.
 
-    The data of every entry is checked first (`check_matrix_data`), as the local executor does.
-    Entries another process trains now (their lock is held) are not submitted again. `export`
+    The data of every entry is checked first (`check_matrix_data`), as the local executor does;
+    a dry run reports a problem in `data_problem` instead of refusing.
+    Entries another process trains now (their lock is held) are not submitted again, nor (on
+    SLURM) those whose recorded job squeue still lists. `export`
     adds one job that exports the finished entries once the arrays ended (afterany). With `wait`
     (always for `submitit-local`), the jobs are waited for and the summary is rebuilt from the
     run folders (`matrix_status.collect`), as `matrix collect` does.
     """
-    from sparsessp_bmz.training.matrix import check_matrix_data, load_matrix, summary_dir
+    from sparsessp_bmz.training.matrix import (
+        check_matrix_data,
+        data_problem,
+        load_matrix,
+        summary_dir,
+    )
     from sparsessp_bmz.training.matrix_status import collect
     from sparsessp_bmz.training.run import is_finished
     from sparsessp_bmz.training.run_lock import current_holder
 
     settings, entries = load_matrix(path, list(overrides))
-    check_matrix_data(settings, entries)
+    problem = data_problem(settings, entries) if dry_run else None
+    if not dry_run:
+        check_matrix_data(settings, entries)
     out = summary_dir(path, settings, entries)
     log_dir = job_folder(path, settings, entries)
-    todo, running = [], []
+    recorded = read_jobs(out)
+    listed = queued_jobs() if executor == "slurm" and recorded else set()
+    todo, running, queued = [], [], {}
     for entry in entries:
         if entry.config is None or is_finished(entry.config):
             continue
-        (running if current_holder(entry.config.run_dir()) else todo).append(entry)
+        job = recorded.get(job_key(entry.config.run_dir()))
+        if current_holder(entry.config.run_dir()):
+            running.append(entry)
+        elif listed is not None and job in listed:
+            queued[job_key(entry.config.run_dir())] = job
+        else:
+            todo.append(entry)
     prefix = f"sparsessp-{Path(path).stem}"
     submission = submit(settings, todo, executor, log_dir, prefix, dry_run=dry_run)
-    result = MatrixSubmission(out, log_dir, submission, running)
+    result = MatrixSubmission(
+        out, log_dir, submission, running, queued, listed is not None, data_problem=problem
+    )
     if dry_run:
         return result
     record_jobs(out, submission)

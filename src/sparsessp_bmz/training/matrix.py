@@ -31,6 +31,8 @@ from sparsessp_bmz.training.config import (
 from sparsessp_bmz.training.matrix_summary import EntryResult, fill_scores, write_summary
 
 ERROR_LOG = "error.log"
+#: The outcome of an entry whose run another process trains now (`run_lock.RunLocked`).
+RUNNING_ELSEWHERE = "running elsewhere"
 
 
 class MatrixSettings(BaseModel):
@@ -115,9 +117,12 @@ def run_entry(
 
     Two exceptions pass: KeyboardInterrupt, and `Preempted` (the run stopped on SLURM's warning
     signal and its job was requeued at most `max_requeues` times: it is unfinished, not failed).
+    An entry whose run another process holds is `RUNNING_ELSEWHERE`: not failed, nothing written
+    into the folder it does not hold.
     """
     from sparsessp_bmz.training.preemption import Preempted
     from sparsessp_bmz.training.run import train
+    from sparsessp_bmz.training.run_lock import RunLocked
 
     row = EntryResult(entry.organelle, entry.ratio, entry.topology)
     if entry.config is None:
@@ -139,6 +144,11 @@ def run_entry(
         log.unlink(missing_ok=True)  # the failure of an earlier attempt is over
     except (KeyboardInterrupt, Preempted):
         raise
+    except RunLocked as err:  # busy, not broken: its folder is the holder's, nothing is written
+        row.status = RUNNING_ELSEWHERE
+        row.error = f"{RUNNING_ELSEWHERE}: " + (
+            err.holder.describe() if err.holder is not None else "another process"
+        )
     except Exception as err:  # one broken entry must not stop a week-long matrix
         row.status = "failed"
         row.error = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -174,19 +184,41 @@ def check_matrix_data(settings: MatrixSettings, entries: list[Entry]) -> None:
             raise UserInputError(f"{name}: {err}") from err
 
 
+def data_problem(settings: MatrixSettings, entries: list[Entry]) -> str | None:
+    """What `check_matrix_data` would refuse, as text (a dry run warns and goes on)."""
+    try:
+        check_matrix_data(settings, entries)
+    except UserInputError as err:
+        return str(err)
+    return None
+
+
 def run_matrix(
     path: Path,
     overrides: list[str] | None = None,
     on_entry: Callable[[Entry, int, int], None] | None = None,
 ) -> tuple[list[EntryResult], Path]:
-    """Run every entry, write the summary, return the rows and the summary folder."""
+    """Run every entry, write the summary, return the rows and the summary folder.
+
+    SIGUSR1 stops the matrix: while an entry trains at the next step (`train`), elsewhere (data
+    checks, scoring) once that entry is done, by raising `Preempted`; it never kills the process
+    mid-write as its default action would.
+    """
+    from sparsessp_bmz.training.preemption import Preempted, preemption_guard
+
     settings, entries = load_matrix(path, overrides)
-    check_matrix_data(settings, entries)
     rows = []
-    for index, entry in enumerate(entries):
-        if on_entry is not None:
-            on_entry(entry, index, len(entries))
-        rows.append(run_entry(entry, settings))
+    with preemption_guard() as stop:
+        check_matrix_data(settings, entries)
+        for index, entry in enumerate(entries):
+            if on_entry is not None:
+                on_entry(entry, index, len(entries))
+            rows.append(run_entry(entry, settings))
+            if stop.received:
+                raise Preempted(
+                    f"stopped on SIGUSR1 after entry {index + 1} of {len(entries)}; run the same "
+                    f"command again to go on (finished entries are skipped)"
+                )
     out = summary_dir(path, settings, entries)
     write_summary(rows, out)
     return rows, out

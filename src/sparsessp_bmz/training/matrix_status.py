@@ -8,16 +8,20 @@ it ended, without asking the scheduler:
 - running: someone holds the run's lock (`run_lock`), whose record names the SLURM job;
 - failed: the last attempt left error.log (`matrix.run_entry`), and nobody trains it now;
 - pending: anything else (submitted and waiting, interrupted, or never started);
-- invalid: the entry's config does not validate (the error says why).
+- invalid: the entry's config does not validate, or its run folder cannot be read (a damaged
+  done.json, an unreadable metrics.csv); the error says why, and the other entries are shown.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sparsessp_bmz.errors import UserInputError
+from sparsessp_bmz.training.config import TrainConfig
 from sparsessp_bmz.training.matrix import (
     ERROR_LOG,
     Entry,
@@ -51,16 +55,29 @@ def _last_line(path: Path) -> str:
 
 
 def entry_status(entry: Entry, jobs: dict[str, str]) -> EntryStatus:
-    """The state of one entry; `jobs` maps run folders to the job ids of their submission."""
+    """The state of one entry; `jobs` maps run folders to the job ids of their submission.
+
+    A run folder that cannot be read is this entry's `invalid` state, not an error: one damaged
+    entry must not hide the state of the others."""
+    from sparsessp_bmz.training.executors import job_key
+
+    if entry.config is None:
+        return EntryStatus(entry, "invalid", error=entry.error)
+    job = jobs.get(job_key(entry.config.run_dir()), "")
+    try:
+        return _read_entry_status(entry, entry.config, job)
+    except (UserInputError, OSError, ValueError, csv.Error) as err:
+        return EntryStatus(
+            entry, "invalid", job, error=f"{type(err).__name__}: {err}".splitlines()[0]
+        )
+
+
+def _read_entry_status(entry: Entry, config: TrainConfig, job: str) -> EntryStatus:
     from sparsessp_bmz.training.metrics_history import latest
     from sparsessp_bmz.training.run import LOG_DIR, is_finished, read_done
     from sparsessp_bmz.training.run_lock import current_holder
 
-    config = entry.config
-    if config is None:
-        return EntryStatus(entry, "invalid", error=entry.error)
     run_dir = config.run_dir()
-    job = jobs.get(str(run_dir), "")
     if is_finished(config):
         done = read_done(run_dir)
         assert done is not None
@@ -100,7 +117,8 @@ def collect(
     for status in statuses(settings, entries, out):
         entry = status.entry
         row = EntryResult(entry.organelle, entry.ratio, entry.topology, error=status.error)
-        row.status = status.state
+        # an entry whose folder cannot be read failed, as far as the summary can tell
+        row.status = "failed" if status.state == "invalid" else status.state
         if entry.config is not None:
             row.model_id = entry.config.model.model_id
             row.run_dir = str(entry.config.run_dir())

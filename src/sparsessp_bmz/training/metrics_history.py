@@ -80,6 +80,10 @@ def latest(logs: Path, column: str) -> tuple[int, float] | None:
     _, rows = _merged_metrics(logs)
     for row in reversed(rows):
         value = row.get(column)
-        if value:
+        if not value:
+            continue
+        try:
             return int(row["step"]), float(value)
+        except (KeyError, TypeError, ValueError):
+            continue  # a damaged row (a write cut off by a crash): the one before it tells
     return None

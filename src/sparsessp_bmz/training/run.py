@@ -10,6 +10,7 @@ Layout of a run folder (derived from the config, see `TrainConfig.run_dir`):
     tensorboard/              the same metrics as TensorBoard events (trainer.logger=tensorboard)
     done.json                 written last; its presence with the same budget makes a re-run a no-op
     run.lock                  held (flock) by the one process training the run, see `run_lock`
+    run.lock.guard            held for microseconds while the lock is taken (`run_lock`)
 
 Checkpoints are written to a temporary name and renamed into place (`checkpoint_io`), and the
 last.ckpt being replaced is kept as checkpoints/last.previous.ckpt: what a run falls back to when

@@ -2,17 +2,22 @@
 
 The lock is `fcntl.flock` on RUN/run.lock. The kernel releases it when its holder exits in any
 way, kill -9 included, so a crashed run never leaves a lock behind that someone has to delete.
-While it is held the file records who holds it (host, pid, SLURM job id, start time, as JSON), so
-a second process that tries to train the same run fails at once with one line naming the holder,
-and `matrix status` can say which job is running an entry.
+While it is held the file records who holds it (host, boot, pid, SLURM job id, start time, as
+JSON), so a second process that tries to train the same run fails at once with one line naming
+the holder, and `matrix status` can say which job is running an entry.
+
+The lock is the flock on the file that is at RUN/run.lock *now*: a process that got the flock on
+a file that was replaced or removed meanwhile (it opened it before) lets it go and tries again.
+That check and the writing of the holder record happen under a short guard lock
+(RUN/run.lock.guard, never replaced), as does the one replacement below, so the two cannot
+interleave.
 
 A lock can outlive its holder in one case: processes forked by the holder (DataLoader workers)
 share its open file and keep the flock until they exit too. When the record names a process of
-this host that is gone, the lock is stale: the file is replaced by a new one (the orphans keep the
-old one) and taken.
+this host and this boot that is gone, the lock is stale: under the guard, a fresh file is renamed
+over it (the orphans keep the old one, nobody sees the path missing) and contended for anew.
 
-The lock file is never deleted on release (only emptied): deleting it would let a process that
-opened the old file and a process that created a new one both hold "the" lock.
+The lock file is never deleted on release (only emptied).
 """
 
 from __future__ import annotations
@@ -32,8 +37,20 @@ from pathlib import Path
 from sparsessp_bmz.errors import UserInputError
 
 LOCK_FILE = "run.lock"
+GUARD_FILE = "run.lock.guard"
+#: Changes at every boot of a Linux host: a pid of another boot says nothing about this one.
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 #: How long a writer waits for a lock held only by a `status` probe (it holds it for microseconds).
 PROBE_WAIT_S = 1.0
+
+
+class RunLocked(UserInputError):
+    """Another process holds the run's lock: the run is not broken, it is busy (a matrix shows the
+    entry as running elsewhere rather than failed)."""
+
+    def __init__(self, message: str, holder: LockHolder | None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class LockHolder:
     pid: int
     slurm_job_id: str | None
     started_at: str
+    boot_id: str | None = None
 
     @classmethod
     def this_process(cls) -> LockHolder:
@@ -52,6 +70,7 @@ class LockHolder:
             pid=os.getpid(),
             slurm_job_id=slurm_job_id(),
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            boot_id=boot_id(),
         )
 
     def describe(self) -> str:
@@ -59,9 +78,9 @@ class LockHolder:
         return f"pid {self.pid} on {self.host}{job}, since {self.started_at}"
 
     def is_gone(self) -> bool:
-        """Whether the holder is a process of this host that no longer exists."""
-        if self.host != socket.gethostname():
-            return False  # another machine's processes cannot be checked from here
+        """Whether the holder is a process of this host and boot that no longer exists."""
+        if self.host != socket.gethostname() or self.boot_id is None or self.boot_id != boot_id():
+            return False  # another machine's (or boot's) processes cannot be checked from here
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -69,6 +88,14 @@ class LockHolder:
         except PermissionError:  # exists, owned by another user
             return False
         return False
+
+
+def boot_id() -> str | None:
+    """This boot of this host (Linux); None where the kernel does not say."""
+    try:
+        return BOOT_ID_FILE.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 def slurm_job_id() -> str | None:
@@ -90,11 +117,11 @@ def _read_holder(handle: int) -> LockHolder | None:
 
 
 def _write_holder(handle: int, holder: LockHolder | None) -> None:
-    """Not synced to disk: the record only matters while its holder lives (and the kernel's
-    page cache is what other processes read)."""
+    """Synced: on a shared file system other hosts read the record from the server."""
     os.ftruncate(handle, 0)
     if holder is not None:
         os.pwrite(handle, json.dumps(asdict(holder)).encode("utf-8"), 0)
+    os.fsync(handle)
 
 
 def _try_flock(handle: int, operation: int) -> bool:
@@ -111,6 +138,50 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
+def _is_at(handle: int, path: Path) -> bool:
+    """Whether the open file is the one at `path` now (not replaced, not removed)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle)
+    return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+
+
+@contextlib.contextmanager
+def _guard(run_dir: Path) -> Iterator[None]:
+    """The guard lock: held for microseconds around each check-and-write (module docstring)."""
+    handle = _open(run_dir / GUARD_FILE)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the flock
+
+
+def _claim(handle: int, path: Path, me: LockHolder) -> bool:
+    """With the flock on `handle` held: whether it is the lock (then the record names `me`)."""
+    with _guard(path.parent):
+        if not _is_at(handle, path):
+            return False
+        _write_holder(handle, me)
+        return True
+
+
+def _replace_stale(handle: int, path: Path) -> None:
+    """Rename a fresh empty file over the lock file of a dead holder, if it still is that file
+    and still stale (all checked under the guard)."""
+    with _guard(path.parent):
+        if not _is_at(handle, path) or _try_flock(handle, fcntl.LOCK_EX):
+            return  # replaced already, or free after all: the caller's loop takes it
+        holder = _read_holder(handle)
+        if holder is None or not holder.is_gone():
+            return
+        fresh = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        os.close(_open(fresh))
+        os.replace(fresh, path)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path, what: str = "train") -> Iterator[LockHolder]:
     """Hold the run's lock for the duration of the block; refuse at once when another holds it.
@@ -119,35 +190,38 @@ def run_lock(run_dir: Path, what: str = "train") -> Iterator[LockHolder]:
     """
     path = run_dir / LOCK_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = _open(path)
+    me = LockHolder.this_process()
     deadline = time.monotonic() + PROBE_WAIT_S
-    try:
-        while not _try_flock(handle, fcntl.LOCK_EX):
-            holder = _read_holder(handle)
-            if holder is None and time.monotonic() < deadline:
-                time.sleep(0.05)  # a status probe, or a writer that is still writing its record
-                continue
-            if holder is not None and holder.is_gone():
-                # held by orphans of a dead holder: take a fresh file (module docstring)
-                os.close(handle)
-                path.unlink(missing_ok=True)
-                handle = _open(path)
-                continue
-            who = holder.describe() if holder is not None else "another process"
-            raise UserInputError(
-                f"cannot {what} {run_dir}: its run is being trained by {who}; wait for it to "
-                f"finish (`sparsessp-bmz matrix status` shows matrix entries) or stop that "
-                f"process, then run again"
-            )
-        me = LockHolder.this_process()
-        _write_holder(handle, me)
-        try:
-            yield me
-        finally:
-            _write_holder(handle, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
+    while True:
+        handle = _open(path)
+        if _try_flock(handle, fcntl.LOCK_EX):
+            if _claim(handle, path, me):
+                break
+            os.close(handle)  # the file was replaced or removed meanwhile: try the one there now
+            continue
+        holder = _read_holder(handle)
+        if holder is not None and holder.is_gone():
+            _replace_stale(handle, path)
+            os.close(handle)
+            continue
         os.close(handle)
+        if holder is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # a status probe, or a writer that is still writing its record
+            continue
+        who = holder.describe() if holder is not None else "another process"
+        raise RunLocked(
+            f"cannot {what} {run_dir}: the run is in use (being trained or evaluated) by {who}; "
+            f"wait for it to finish (`sparsessp-bmz matrix status` shows matrix entries) or "
+            f"stop that process, then run again",
+            holder,
+        )
+    try:
+        yield me
+    finally:
+        try:
+            _write_holder(handle, None)
+        finally:
+            os.close(handle)  # releases the flock
 
 
 def current_holder(run_dir: Path) -> LockHolder | None:

@@ -24,7 +24,7 @@ from sparsessp_bmz.evaluation import (
     write_results,
 )
 from sparsessp_bmz.metrics import ALL
-from sparsessp_bmz.scores import STAMP_FILE, evaluation_dir, scores_of
+from sparsessp_bmz.scores import SCORES_VERSION, STAMP_FILE, evaluation_dir, scores_of
 from sparsessp_bmz.trained import TrainingFacts
 
 
@@ -116,7 +116,7 @@ def test_scores_stored_by_an_older_version_are_evaluated_again(
     summary.write_text("structure,mse,mae,r2,pearson\ndna,9,9,-9,0\n")
     again = scores_of(trained)
     assert again["dna"].r2 == pytest.approx(first["dna"].r2)
-    assert json.loads(stamp.read_text())["version"] == 2
+    assert json.loads(stamp.read_text())["version"] == SCORES_VERSION
 
 
 def test_the_model_card_shows_the_network_beside_its_baselines() -> None:

@@ -10,7 +10,7 @@ from data_fixtures import small_simulation  # noqa: F401
 from scipy.ndimage import gaussian_filter, gaussian_gradient_magnitude
 
 from sparsessp_bmz.data.config import SimulationSettings
-from sparsessp_bmz.data.simulate.writer import simulate_cell
+from sparsessp_bmz.data.simulate.writer import masks_path, simulate_cell
 
 
 def test_files_record_voxel_sizes_and_channels_tl_first(small_simulation: Path) -> None:  # noqa: F811
@@ -29,13 +29,26 @@ def test_files_record_voxel_sizes_and_channels_tl_first(small_simulation: Path) 
 def test_a_field_depends_on_seed_and_index_not_on_the_structures_asked() -> None:
     every = SimulationSettings(seed=5, shape=(16, 40, 40))
     some = SimulationSettings(seed=5, shape=(16, 40, 40), structures=("actin", "dna"))
-    full, part = simulate_cell(2, every), simulate_cell(2, some)
+    full, part = simulate_cell(2, every)[0], simulate_cell(2, some)[0]
     np.testing.assert_array_equal(part[0], full[0])
     np.testing.assert_array_equal(part[1], full[1 + every.structures.index("actin")])
-    assert not np.array_equal(simulate_cell(3, every)[0], full[0])
+    assert not np.array_equal(simulate_cell(3, every)[0][0], full[0])
     assert not np.array_equal(
-        simulate_cell(2, SimulationSettings(seed=6, shape=(16, 40, 40)))[0], full[0]
+        simulate_cell(2, SimulationSettings(seed=6, shape=(16, 40, 40)))[0][0], full[0]
     )
+
+
+def test_true_masks_are_saved_beside_each_image_for_the_blob_structures(
+    small_simulation: Path,  # noqa: F811
+) -> None:
+    image = small_simulation.parent / "images" / "cell_0000.ome.tif"
+    masks = BioImage(masks_path(image))
+    assert list(masks.channel_names) == ["dna"]
+    labels = masks.get_image_data("ZYX", C=0)
+    dna = BioImage(image).get_image_data("ZYX", C=1).astype(float)
+    assert labels.dtype == np.uint16 and labels.max() >= 1
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    assert dna[labels > 0].mean() > 3 * dna[labels == 0].mean()
 
 
 def _within_slice(volume: np.ndarray) -> np.ndarray:
@@ -68,7 +81,7 @@ def _ridge_r2(train_x, train_y, test_x, test_y, alpha: float = 1.0) -> float:
 
 def test_tl_predicts_dna_on_held_out_fields_and_shuffled_tl_does_not() -> None:
     settings = SimulationSettings(seed=11, shape=(48, 96, 96), structures=("dna",))
-    fields = [simulate_cell(i, settings).astype(np.float32) for i in range(6)]
+    fields = [simulate_cell(i, settings)[0].astype(np.float32) for i in range(6)]
     x = [_features(f[0]) for f in fields]
     y = [_within_slice((f[1] - f[1].mean()) / f[1].std()).ravel() for f in fields]
     test_x, test_y = np.concatenate(x[4:]), np.concatenate(y[4:])

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from eval_fixtures import write_cells
+from rich.console import Console
 
-from sparsessp_bmz.data.config import DataSettings
+from sparsessp_bmz.data.config import DataSettings, SimulationSettings
+from sparsessp_bmz.data.simulate.writer import MASKS_SUFFIX, simulate
 from sparsessp_bmz.data.splits import rows_for
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.evaluation import (
     EvaluationResult,
+    baseline_table,
     compare,
     evaluate_model,
     evaluate_predictor,
     read_baseline,
+    read_held_out,
     results_table,
     write_results,
 )
@@ -139,3 +144,61 @@ def test_paper_style_baseline_without_pearson_gives_nan_pearson_delta(tmp_path: 
     delta = compare(result, read_baseline(paper)).deltas["dna"]
     assert delta["mse"] == pytest.approx(100.0)
     assert math.isnan(delta["pearson"])
+
+
+@pytest.fixture(scope="module")
+def simulated_nuclei(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two simulated fields with nuclei, nucleoli and a structure without objects (the manifest);
+    the simulator saves their true objects beside the images."""
+    settings = SimulationSettings(
+        cells=2, structures=("dna", "nucleolus", "mitochondria"), seed=4, shape=(24, 48, 48)
+    )
+    return simulate(settings, tmp_path_factory.mktemp("simulated"))
+
+
+def _simulated_result(manifest: Path) -> EvaluationResult:
+    settings = DataSettings(manifest=manifest, voxel_size_um=(0.29, 0.29, 0.29))
+    rows = rows_for(settings, None, save=False)
+    return evaluate_predictor(
+        nearest,
+        rows,
+        settings,
+        2,
+        model_id="nearest",
+        split="all",
+        baselines={"mean": lambda sparse: np.zeros_like(nearest(sparse))},
+    )
+
+
+def test_simulated_blobs_are_also_scored_against_the_true_masks_with_the_target_as_ceiling(
+    simulated_nuclei: Path, tmp_path: Path
+) -> None:
+    result = _simulated_result(simulated_nuclei)
+    assert [row.structure for row in result.true_objects_summary] == ["dna", "nucleolus", ALL]
+    # the target images the true nuclei closely; TL repeated is far from them
+    assert result.ceiling("dna").f1_50 > 0.5
+    assert result.true_objects("dna").f1_50 < result.ceiling("dna").f1_50
+    _, summary = write_results(result, tmp_path)
+    rows = {r["structure"]: r for r in csv.DictReader(summary.open())}
+    assert float(rows["dna"]["target_true_f1_50"]) == pytest.approx(result.ceiling("dna").f1_50)
+    assert float(rows["dna"]["true_ap_75"]) == pytest.approx(result.true_objects("dna").ap_75)
+    assert math.isnan(float(rows["mitochondria"]["true_f1_50"]))
+    assert read_held_out(summary)["dna"].ceiling == result.ceiling("dna")
+    printed = Console(width=200, record=True)
+    printed.print(baseline_table(result))
+    text = printed.export_text()
+    assert "F1@0.5 true" in text and "target" in text
+
+
+def test_without_true_masks_the_true_columns_are_empty_and_nothing_fails(
+    simulated_nuclei: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(simulated_nuclei.parent, copy)
+    for masks in (copy / "images").glob(f"*{MASKS_SUFFIX}"):
+        masks.unlink()
+    result = _simulated_result(copy / simulated_nuclei.name)
+    assert result.objects("dna") is not None
+    assert result.true_objects_summary == () and result.ceiling_summary == ()
+    _, summary = write_results(result, tmp_path / "out")
+    assert all(math.isnan(float(r["true_f1_50"])) for r in csv.DictReader(summary.open()))

@@ -10,7 +10,10 @@ network beside them.
 
 Every prediction is scored over the whole volume (the paper's metrics), inside the target's Otsu
 foreground, and, for blob-like structures, by segmenting prediction and target alike and matching
-objects (`objects.py`, Spotlight's protocol).
+objects (`objects.py`, Spotlight's protocol). On simulated data, whose true nuclei and nucleoli
+the simulator saves beside each image (`data/simulate/writer.masks_path`), the segmented
+prediction is also matched against those true objects (the "true" scope), and so is the target's
+own segmentation: the ceiling, since the target is itself only an image of the truth.
 
 Per-tile normalisation: we train on volumes z-scored as a whole, but QuPath (the consumer of plane
 models) z-scores every tile it feeds a model on its own. For plane models `evaluate_model` also
@@ -35,6 +38,7 @@ import numpy as np
 from sparsessp_bmz.data.atomic import write_records_csv
 from sparsessp_bmz.data.config import DataSettings
 from sparsessp_bmz.data.manifest import ManifestRow
+from sparsessp_bmz.data.simulate.writer import masks_path
 from sparsessp_bmz.data.sparse import subsample
 from sparsessp_bmz.data.splits import rows_for
 from sparsessp_bmz.data.volumes import load_pair
@@ -42,6 +46,7 @@ from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.metrics import (
     ALL,
     BASELINES,
+    CEILING,
     HIGHER_IS_BETTER,
     METRIC_LABELS,
     METRIC_NAMES,
@@ -100,6 +105,8 @@ class ImageResult:
     tiled: ImageMetrics | None = None
     foreground: ImageMetrics | None = None
     objects: ObjectMetrics | None = None
+    true_objects: ObjectMetrics | None = None
+    ceiling: ObjectMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,9 @@ class EvaluationResult:
     `per_tile_summary` and `tiled_summary` hold the same rows scored as QuPath predicts (tiles of
     `tile` pixels, z-scored per tile or per volume), when that was measured. `foreground_summary`
     and `objects_summary` hold the foreground and object metrics (objects: blob-like structures
-    only). `baselines` holds the baselines' results on the same volumes, by predictor key.
+    only); `true_objects_summary` and `ceiling_summary` the prediction's and the target's objects
+    against the simulator's true ones (simulated blob-like structures only). `baselines` holds the
+    baselines' results on the same volumes, by predictor key.
     """
 
     model_id: str
@@ -136,6 +145,8 @@ class EvaluationResult:
     foreground_summary: tuple[StructureSummary, ...] = ()
     objects_summary: tuple[StructureSummary, ...] = ()
     baselines: Mapping[str, EvaluationResult] = field(default_factory=dict)
+    true_objects_summary: tuple[StructureSummary, ...] = ()
+    ceiling_summary: tuple[StructureSummary, ...] = ()
 
     def structures(self) -> list[str]:
         """The structures scored, in order (without `ALL`)."""
@@ -149,16 +160,28 @@ class EvaluationResult:
         """Object metrics of `structure`, None for structures that are not blob-like."""
         return _find(self.objects_summary, structure)
 
+    def true_objects(self, structure: str) -> ObjectMetrics | None:
+        """Object metrics of `structure` against the simulator's true objects (None if none)."""
+        return _find(self.true_objects_summary, structure)
+
+    def ceiling(self, structure: str) -> ObjectMetrics | None:
+        """The target's own objects against the simulator's true ones (None if none)."""
+        return _find(self.ceiling_summary, structure)
+
     def scores(self, structure: str) -> ScoreSet:
         """Whole-volume, foreground and object metrics of `structure` (or `ALL`)."""
         return ScoreSet(
-            _metrics(self, structure), self.foreground(structure), self.objects(structure)
+            _metrics(self, structure),
+            self.foreground(structure),
+            self.objects(structure),
+            self.true_objects(structure),
         )
 
     def held_out(self, structure: str) -> HeldOutScores:
-        """Everything scored of `structure` (or `ALL`), baselines included, as one record."""
+        """Everything scored of `structure` (or `ALL`), baselines and ceiling included, as one
+        record."""
         baselines = {k: b.scores(structure) for k, b in self.baselines.items()}
-        return HeldOutScores.of(self.scores(structure), baselines)
+        return HeldOutScores.of(self.scores(structure), baselines, self.ceiling(structure))
 
     def not_beating(self, baseline: str = "ridge", metric: str = "r2") -> list[str]:
         """Structures whose network `metric` is not better than `baseline`'s (none if unscored)."""
@@ -270,7 +293,7 @@ def evaluate_predictor(
         for row in rows:
             pair = load_pair(row, settings)
             sparse = np.ascontiguousarray(subsample(pair.signal, ratio, 0))
-            truth = segment(pair.target) if is_blob(row.structure) else None
+            truth = _truths(row, pair.target)
             prediction = _predict(predictor, sparse, pair.target)
             extra = [
                 None if f is None else image_metrics(_predict(f, sparse, pair.target), pair.target)
@@ -290,6 +313,58 @@ def evaluate_predictor(
     )
 
 
+@dataclass(frozen=True)
+class Truths:
+    """What a blob-like structure's segmented predictions are matched against: the target's
+    objects, and the simulator's true objects (None on real data) with the target's own score
+    against them (the ceiling)."""
+
+    target: np.ndarray
+    true: np.ndarray | None = None
+    ceiling: ObjectMetrics | None = None
+
+
+def _truths(row: ManifestRow, target: np.ndarray) -> Truths | None:
+    """The objects of `row`'s target, and its true objects if the simulator saved them; None for
+    structures that are not blob-like."""
+    if not is_blob(row.structure):
+        return None
+    objects = segment(target)
+    true = true_labels(row, target.shape)
+    if true is None:
+        return Truths(objects)
+    return Truths(objects, true, object_metrics(objects, true))
+
+
+def true_labels(row: ManifestRow, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The simulator's true objects of `row`'s structure on the target's grid (`shape`), or None
+    when there are none (real data, or a structure the simulator has no objects of).
+
+    The labels are brought to the evaluation grid by nearest-neighbour zoom, as the target is
+    brought there by linear resampling (`data.normalise.resample`), so labels stay labels.
+    """
+    from bioio import BioImage
+    from scipy.ndimage import zoom
+
+    path = masks_path(row.target_path)
+    if not path.is_file():
+        return None
+    try:
+        image = BioImage(path)
+        names = list(image.channel_names)
+        if row.structure not in names:
+            return None
+        labels = image.get_image_data("ZYX", C=names.index(row.structure))
+    except Exception as err:  # bioio raises reader-specific errors for a damaged file
+        raise UserInputError(
+            f"{path}: cannot read the simulator's true objects ({err}); simulate the data again "
+            f"or delete {path.name} to evaluate without them"
+        ) from err
+    if labels.shape != shape:
+        labels = zoom(labels, [t / s for t, s in zip(shape, labels.shape, strict=True)], order=0)
+    return labels
+
+
 def _predict(predictor: Predictor, sparse: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The prediction cut to the target's depth (the sparse grid may round it up)."""
     return predictor(sparse)[: target.shape[0]]
@@ -299,19 +374,27 @@ def _scored(
     row: ManifestRow,
     prediction: np.ndarray,
     target: np.ndarray,
-    truth: np.ndarray | None,
+    truth: Truths | None,
     per_tile: ImageMetrics | None = None,
     tiled: ImageMetrics | None = None,
 ) -> ImageResult:
-    """Whole-volume, foreground and (given the target's objects `truth`) object metrics."""
-    return ImageResult(
+    """Whole-volume, foreground and (given the objects to match, `truth`) object metrics."""
+    scored = ImageResult(
         row.structure,
         row.name,
         image_metrics(prediction, target),
         per_tile,
         tiled,
         foreground=foreground_metrics(prediction, target),
-        objects=None if truth is None else object_metrics(segment(prediction), truth),
+    )
+    if truth is None:
+        return scored
+    objects = segment(prediction)
+    return replace(
+        scored,
+        objects=object_metrics(objects, truth.target),
+        true_objects=None if truth.true is None else object_metrics(objects, truth.true),
+        ceiling=truth.ceiling,
     )
 
 
@@ -343,6 +426,8 @@ def _result(
         tile=tile if per_tile_summary else None,
         foreground_summary=_summary_of(images, "foreground"),
         objects_summary=_summary_of(images, "objects", partial=True),
+        true_objects_summary=_summary_of(images, "true_objects", partial=True),
+        ceiling_summary=_summary_of(images, "ceiling", partial=True),
     )
 
 
@@ -488,6 +573,8 @@ def read_held_out(path: Path) -> dict[str, HeldOutScores]:
     }
 
 
+#: The whole-volume metrics of a row that has none (the ceiling row of `baseline_table`).
+_NOT_MEASURED = ImageMetrics(*[math.nan] * len(METRIC_NAMES))
 #: Every metric column a summary may hold (`HeldOutScores.columns` of a fully scored row).
 _KEYS = frozenset(
     HeldOutScores(
@@ -551,18 +638,21 @@ def _image_columns(result: EvaluationResult, index: int) -> dict[str, float]:
     """Every score of image `index`, the baselines' on the same volume included."""
     sets = {"": result.images[index]} | {k: b.images[index] for k, b in result.baselines.items()}
     found = {
-        key: ScoreSet(image.metrics, image.foreground, image.objects) for key, image in sets.items()
+        key: ScoreSet(image.metrics, image.foreground, image.objects, image.true_objects)
+        for key, image in sets.items()
     }
     network = found.pop("")
-    return HeldOutScores.of(network, found).columns()
+    return HeldOutScores.of(network, found, result.images[index].ceiling).columns()
 
 
 def write_results(result: EvaluationResult, out_dir: Path) -> tuple[Path, Path]:
     """Write per_image.csv and summary.csv, atomically.
 
     Columns are keyed by `metrics.column`: the paper's metrics, fg_* (inside the target's Otsu
-    foreground), the object metrics (f1_50, ..., NaN for structures that are not blob-like), and
-    the same again per baseline (mean_*, ridge_*; NaN when baselines were not scored). With
+    foreground), the object metrics (f1_50, ..., NaN for structures that are not blob-like), the
+    same against the simulator's true objects (true_f1_50, ...; NaN unless simulated), and the
+    same again per baseline (mean_*, ridge_*; NaN when baselines were not scored), with the
+    target's own objects against the true ones as the ceiling (target_true_f1_50, ...). With
     delta_* columns (Delta_Imp in %) when compared with a baseline. When scored as QuPath
     predicts: per_tile_size (tile in pixels), per_tile_* (QuPath's tiles each z-scored on its
     own), per_tile_diff_* (per tile minus the normal metrics), tiled_* (the same tiles, the volume
@@ -659,16 +749,20 @@ _PER_TILE_SHOWN = ("r2",)
 #: (The CSVs have every metric; the table must fit 80 columns.)
 BASELINE_SHOWN = (("r2", ""), ("r2", "fg"), ("mse", ""))
 BASELINE_SHOWN_OBJECTS = (("f1_50", ""), ("f1_75", ""))
+BASELINE_SHOWN_TRUE = (("f1_50", "true"),)
 
 
 def baseline_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
     """Per structure, the network beside each baseline (rows), foreground and object metrics
-    included (object columns only when some structure is blob-like)."""
+    included (object columns only when some structure is blob-like; on simulated data also
+    F1 against the true objects, with the target's own as a last row: the ceiling)."""
     from rich.table import Table
 
     shown = list(BASELINE_SHOWN)
     if result.objects_summary:
         shown += BASELINE_SHOWN_OBJECTS
+    if result.true_objects_summary:
+        shown += BASELINE_SHOWN_TRUE
     table = Table(title=f"{result.model_id}: network and baselines on the {result.split} split")
     table.add_column("structure")
     table.add_column("predictor")
@@ -677,6 +771,9 @@ def baseline_table(result: EvaluationResult):  # type: ignore[no-untyped-def]
     for structure in [*result.structures(), ALL]:
         sets = {"": result.scores(structure)}
         sets |= {k: b.scores(structure) for k, b in result.baselines.items()}
+        ceiling = result.ceiling(structure)
+        if ceiling is not None:
+            sets[CEILING] = ScoreSet(_NOT_MEASURED, true_objects=ceiling)
         for position, (key, scores) in enumerate(sets.items()):
             values = scores.columns()
             cells = [structure if position == 0 else "", PREDICTORS[key][0]]

@@ -75,6 +75,12 @@ OBJECT_NAMES: tuple[str, ...] = ("f1_50", "f1_75", "ap_50", "ap_75")
 SCOPES: dict[str, tuple[str, str]] = {
     "": ("", "over the whole volume"),
     "fg": ("fg", "inside the target's foreground (voxels at or above its Otsu threshold)"),
+    "true": (
+        "true",
+        "objects segmented alike (Otsu threshold, connected components) matched against the "
+        "simulator's true nuclei and nucleoli instead of the target's segmentation (simulated "
+        "data only)",
+    ),
 }
 #: Who predicted: key prefix -> (label, description). The network has no prefix.
 PREDICTORS: dict[str, tuple[str, str]] = {
@@ -90,8 +96,15 @@ PREDICTORS: dict[str, tuple[str, str]] = {
         "magnitude and Laplacian at 1, 2 and 4 voxels of the nearest-upsampled sparse TL), "
         "fitted on a seeded sample of training-split voxels",
     ),
+    "target": (
+        "target",
+        "the target itself, segmented like the predictions: against the simulator's true masks "
+        "it is the ceiling of what a prediction of the target can reach",
+    ),
 }
 BASELINES: tuple[str, ...] = ("mean", "ridge")
+#: The predictor key of the target's own segmentation (the ceiling of the "true" scope).
+CEILING = "target"
 #: The structure label of the mean over structures.
 ALL = "All"
 
@@ -206,6 +219,8 @@ class ScoreSet:
     whole: ImageMetrics
     foreground: ImageMetrics | None = None
     objects: ObjectMetrics | None = None
+    #: The segmented prediction against the simulator's true objects (the "true" scope).
+    true_objects: ObjectMetrics | None = None
 
     def columns(self, predictor: str = "") -> dict[str, float]:
         """Flat columns keyed by `column` (NaN for what was not measured)."""
@@ -215,7 +230,7 @@ class ScoreSet:
         record |= {column(n, "fg", predictor)[0]: getattr(fg, n, nan) for n in METRIC_NAMES}
         objects = self.objects
         record |= {column(n, "", predictor)[0]: getattr(objects, n, nan) for n in OBJECT_NAMES}
-        return record
+        return record | true_columns(self.true_objects, predictor)
 
     @classmethod
     def from_columns(cls, values: Mapping[str, float], predictor: str = "") -> ScoreSet | None:
@@ -233,8 +248,23 @@ class ScoreSet:
         if whole is None:
             return None
         return cls(
-            whole, read(ImageMetrics, METRIC_NAMES, "fg"), read(ObjectMetrics, OBJECT_NAMES, "")
+            whole,
+            read(ImageMetrics, METRIC_NAMES, "fg"),
+            read(ObjectMetrics, OBJECT_NAMES, ""),
+            read_true(values, predictor),
         )
+
+
+def true_columns(objects: ObjectMetrics | None, predictor: str = "") -> dict[str, float]:
+    """The "true"-scope object columns of `predictor` (NaN when not measured)."""
+    return {column(n, "true", predictor)[0]: getattr(objects, n, np.nan) for n in OBJECT_NAMES}
+
+
+def read_true(values: Mapping[str, float], predictor: str = "") -> ObjectMetrics | None:
+    """The inverse of `true_columns`: None when the columns are missing or all NaN."""
+    keys = [column(n, "true", predictor)[0] for n in OBJECT_NAMES]
+    found = [float(values.get(k, np.nan)) for k in keys]
+    return None if all(np.isnan(found)) else ObjectMetrics(*found)
 
 
 @dataclass(frozen=True)
@@ -244,38 +274,51 @@ class HeldOutScores(ImageMetrics):
     It *is* the paper's `ImageMetrics` (the RDF, the package index and every reader of
     `TrainedModel.test_metrics` see exactly those four, `as_dict` included), carrying the
     foreground and object metrics and the baselines' scores on the same volumes, for the model
-    card and the matrix summary.
+    card and the matrix summary. On simulated data, `true_objects` scores the network's
+    segmentation against the simulator's true objects and `ceiling` the target's own.
     """
 
     foreground: ImageMetrics | None = None
     objects: ObjectMetrics | None = None
     baselines: Mapping[str, ScoreSet] = field(default_factory=dict)
+    true_objects: ObjectMetrics | None = None
+    ceiling: ObjectMetrics | None = None
 
     def as_dict(self) -> dict[str, float]:
         """The paper's four metrics only (what the RDF's `test_metrics` states)."""
         return {name: getattr(self, name) for name in METRIC_NAMES}
 
     @classmethod
-    def of(cls, network: ScoreSet, baselines: Mapping[str, ScoreSet]) -> HeldOutScores:
-        """The network's scores with the baselines' beside them."""
+    def of(
+        cls,
+        network: ScoreSet,
+        baselines: Mapping[str, ScoreSet],
+        ceiling: ObjectMetrics | None = None,
+    ) -> HeldOutScores:
+        """The network's scores with the baselines' (and the target's `ceiling`) beside them."""
         return cls(
             **network.whole.as_dict(),
             foreground=network.foreground,
             objects=network.objects,
             baselines=dict(baselines),
+            true_objects=network.true_objects,
+            ceiling=ceiling,
         )
 
     def network(self) -> ScoreSet:
         """The network's own scores as a `ScoreSet`, like the baselines'."""
-        return ScoreSet(ImageMetrics(**self.as_dict()), self.foreground, self.objects)
+        return ScoreSet(
+            ImageMetrics(**self.as_dict()), self.foreground, self.objects, self.true_objects
+        )
 
     def columns(self) -> dict[str, float]:
-        """Flat columns of the network and of every baseline (`BASELINES`; NaN if not run)."""
+        """Flat columns of the network, of every baseline (`BASELINES`; NaN if not run) and the
+        target's "true"-scope ceiling (NaN unless simulated)."""
         record = self.network().columns()
         nan_set = ScoreSet(ImageMetrics(*[float("nan")] * len(METRIC_NAMES)))
         for key in BASELINES:
             record |= self.baselines.get(key, nan_set).columns(key)
-        return record
+        return record | true_columns(self.ceiling, CEILING)
 
     @classmethod
     def from_columns(cls, values: Mapping[str, float]) -> HeldOutScores:
@@ -284,7 +327,7 @@ class HeldOutScores(ImageMetrics):
         if network is None:
             raise ValueError(f"no network metrics among {sorted(values)}")
         baselines = {k: b for k in BASELINES if (b := ScoreSet.from_columns(values, k))}
-        return cls.of(network, baselines)
+        return cls.of(network, baselines, read_true(values, CEILING))
 
 
 def delta_imp(model: ImageMetrics, baseline: ImageMetrics) -> dict[str, float]:

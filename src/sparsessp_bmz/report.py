@@ -73,6 +73,8 @@ def _table(result: EvaluationResult) -> str:
     metrics = [(m, "") for m in METRIC_NAMES] + [(m, "fg") for m in METRIC_NAMES]
     if result.objects_summary:
         metrics += [(m, "") for m in OBJECT_NAMES]
+    if result.true_objects_summary:
+        metrics += [(m, "true") for m in OBJECT_NAMES]
     head = "".join(f"<th>{html.escape(column(m, s)[1])}</th>" for m, s in metrics)
     rows = []
     for structure in [*result.structures(), ALL]:

@@ -25,8 +25,9 @@ from sparsessp_bmz.trained import TrainedModel
 EVAL_DIR = "eval-{split}"
 STAMP_FILE = "evaluated.json"
 TEST = "test"
-#: Version of what a stored evaluation holds; 2 added baselines, foreground and object metrics.
-SCORES_VERSION = 2
+#: Version of what a stored evaluation holds; 2 added baselines, foreground and object metrics,
+#: 3 the object metrics against the simulator's true masks.
+SCORES_VERSION = 3
 
 
 def evaluation_dir(run_dir: Path, split: str = TEST) -> Path:

@@ -66,6 +66,8 @@ def _held_out_text(intro: str, scores: HeldOutScores) -> str:
     rows = [(m, "") for m in METRIC_NAMES] + [(m, "fg") for m in METRIC_NAMES]
     if scores.objects is not None:
         rows += [(m, "") for m in OBJECT_NAMES]
+    if scores.true_objects is not None:
+        rows += [(m, "true") for m in OBJECT_NAMES]
     lines = [
         f"{intro}. Beside the network, two baselines fitted on the same training split and "
         "scored on the same volumes:",
@@ -87,6 +89,12 @@ def _held_out_text(intro: str, scores: HeldOutScores) -> str:
     if scores.objects is not None:
         lines[-1] += " " + " ".join(
             f"{VOCABULARY[n].label}: {VOCABULARY[n].description}." for n in ("f1_50", "ap_50")
+        )
+    if scores.ceiling is not None:
+        lines[-1] += (
+            f" true: {SCOPES['true'][1]}; the target's own segmentation scores "
+            f"F1@0.5 {_fmt(scores.ceiling.f1_50)}, AP@0.5 {_fmt(scores.ceiling.ap_50)} there "
+            "(the ceiling)."
         )
     ridge = scores.baselines.get("ridge")
     if ridge is not None and not scores.r2 > ridge.whole.r2:

@@ -72,7 +72,9 @@ def evaluate(
 ) -> None:
     """Predict every volume of a split with the sliding window and score MSE, MAE, R², r,
     beside the mean predictor and a ridge regression on TL features, over the whole volume and the
-    target's foreground, and (nuclei, nucleoli) object F1 / AP of Otsu segmentations.
+    target's foreground, and (nuclei, nucleoli) object F1 / AP of Otsu segmentations; on
+    simulated data also against the simulator's true objects (true_*), with the target's own
+    segmentation against them as the ceiling (target_true_*).
 
     For plane models the table and CSVs also hold the metrics of predicting as QuPath does
     (per_tile_*: tiles of --tile pixels, each z-scored on its own) and their change from the

@@ -11,6 +11,7 @@ no fluorescence channel shows, as in real cells.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import count
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
@@ -21,16 +22,24 @@ CELL_HEIGHT_UM = (6.0, 9.0)
 #: Height of the coverslip above the first slice: stacks start at varying depths in practice.
 COVERSLIP_UM = (0.3, 4.0)
 MEMBRANE_SIGMA_UM = 0.2
+#: A nucleus or nucleolus is the set of voxels where its own density exceeds this (the density
+#: is 1 inside and falls to 0 across the edge, so 0.5 is the edge itself).
+OBJECT_LEVEL = 0.5
 
 
 @dataclass(frozen=True)
 class Field:
-    """All densities of one field, float32 (Z, Y, X), roughly in [0, 1]."""
+    """All densities of one field, float32 (Z, Y, X), roughly in [0, 1].
+
+    `masks`: the true objects of the blob-like structures (`dna`: nuclei, `nucleolus`), uint16
+    labels (0 = background), which evaluation scores segmentations against.
+    """
 
     structures: dict[str, np.ndarray]
     cell_mask: np.ndarray
     vesicles: np.ndarray
     texture: np.ndarray
+    masks: dict[str, np.ndarray]
 
 
 def smooth_noise(shape: tuple[int, ...], coarse: int, rng: np.random.Generator) -> np.ndarray:
@@ -145,9 +154,14 @@ def _box(center: np.ndarray, radius: float, shape: tuple[int, ...]) -> tuple[sli
 
 
 def _nuclear(colony: _Colony, texture: np.ndarray, rng: np.random.Generator):
-    """Nucleus, DNA, nucleoli and envelope, drawn cell by cell inside bounding boxes."""
+    """Nucleus, DNA, nucleoli and envelope, drawn cell by cell inside bounding boxes, and the
+    labels of nuclei and nucleoli (`OBJECT_LEVEL` of each one's own density; a later object
+    overwrites an earlier one where they touch). The labels take no random draws, so every
+    density is the same as without them."""
     shape = colony.shape
     nucleus, envelope, nucleolus = (np.zeros(shape, np.float32) for _ in range(3))
+    nuclei, nucleoli = (np.zeros(shape, np.uint16) for _ in range(2))
+    nucleus_ids, nucleolus_ids = count(1), count(1)
     edge = 0.25 / colony.voxel[1]
     for row in colony.nuclei:
         if row[3:6].min() < 1.0:  # a cell centred outside the field has no room for a nucleus
@@ -159,6 +173,7 @@ def _nuclear(colony: _Colony, texture: np.ndarray, rng: np.random.Generator):
         mean_axis = float(row[3:6].mean())
         inside = 1.0 / (1.0 + np.exp(np.clip((rho - 1.0) * mean_axis / edge, -30, 30)))
         nucleus[box] = np.maximum(nucleus[box], inside)
+        nuclei[box][inside > OBJECT_LEVEL] = next(nucleus_ids)
         shell = np.exp(-0.5 * ((rho - 1.0) * mean_axis / (0.6 * edge)) ** 2)
         envelope[box] = np.maximum(envelope[box], shell)
         for _ in range(rng.integers(1, 4)):
@@ -171,8 +186,17 @@ def _nuclear(colony: _Colony, texture: np.ndarray, rng: np.random.Generator):
             d2 = d2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
             blob = np.exp(-0.5 * d2 / size**2).astype(np.float32) * inside
             nucleolus[box] = np.maximum(nucleolus[box], blob)
+            nucleoli[box][blob > OBJECT_LEVEL] = next(nucleolus_ids)
     dna = nucleus * (0.8 + 0.2 * np.clip(texture, -2, 2)) * (1.0 - 0.85 * nucleolus)
-    return nucleus, np.clip(dna, 0, None), nucleolus, envelope
+    masks = {"dna": _relabel(nuclei), "nucleolus": _relabel(nucleoli)}
+    return nucleus, np.clip(dna, 0, None), nucleolus, envelope, masks
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Labels 1..n without gaps (an object wholly overwritten by a later one leaves none)."""
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(labels)[0].astype(np.uint16)
 
 
 def _membrane(colony: _Colony) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +323,7 @@ def simulate_field(
     """Densities of every structure of one field of cells."""
     colony = _Colony(shape, voxel, rng)
     texture = smooth_noise(shape, 4, rng)
-    nucleus, dna, nucleolus, envelope = _nuclear(colony, texture, rng)
+    nucleus, dna, nucleolus, envelope, masks = _nuclear(colony, texture, rng)
     membrane, cortex = _membrane(colony)
     structures = {
         "dna": dna,
@@ -311,5 +335,5 @@ def simulate_field(
         "actin": 0.4 * cortex + _stress_fibres(colony, rng),
     }
     return Field(
-        structures, colony.mask.astype(np.float32), _vesicles(colony, nucleus, rng), texture
+        structures, colony.mask.astype(np.float32), _vesicles(colony, nucleus, rng), texture, masks
     )

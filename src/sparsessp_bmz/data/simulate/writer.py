@@ -2,6 +2,11 @@
 
 Each field and each channel has its own random stream derived from (seed, field, channel), so a
 field looks the same whatever structures, worker count or number of fields are asked for.
+
+Beside each field's image, `cell_XXXX.masks.ome.tif` holds the true objects of its blob-like
+structures (uint16 labels, one channel per structure, named like the image's channels), so that
+evaluation can score segmentations against the truth (`masks_path`). They are written after the
+image, so an interrupted run may leave an image without them: evaluation then scores without truth.
 """
 
 from __future__ import annotations
@@ -24,18 +29,36 @@ TL_CHANNEL = "TL"
 _TL_STREAM = len(SIMULATED_STRUCTURES) + 1
 
 
+#: Suffix of a field's true-object labels in place of the image's ".ome.tif".
+MASKS_SUFFIX = ".masks.ome.tif"
+#: Simulated structures with true objects (`geometry.Field.masks`).
+MASKED_STRUCTURES = ("dna", "nucleolus")
+
+
 def image_name(index: int) -> str:
     return f"cell_{index:04d}.ome.tif"
 
 
+def masks_path(image: Path) -> Path:
+    """Where the true-object labels of a simulated image are (they may not exist)."""
+    return image.with_name(image.name.removesuffix(".ome.tif") + MASKS_SUFFIX)
+
+
+def _masked(settings: SimulationSettings) -> list[str]:
+    return [name for name in settings.structures if name in MASKED_STRUCTURES]
+
+
 def _image_index(name: str) -> int:
-    """The field index of an image name (`image_name`'s inverse); 2**63 for other names."""
+    """The field index of an image name or its masks' (`image_name`'s and `masks_path`'s
+    inverse); 2**63 for other names."""
+    name = name.removesuffix(MASKS_SUFFIX) + (".ome.tif" if name.endswith(MASKS_SUFFIX) else "")
     stem = name.removeprefix("cell_").removesuffix(".ome.tif")
     return int(stem) if stem.isdigit() and name == image_name(int(stem)) else 2**63
 
 
-def simulate_cell(index: int, settings: SimulationSettings) -> np.ndarray:
-    """One field as uint16 (C, Z, Y, X): TL first, then the structures in the requested order."""
+def simulate_cell(index: int, settings: SimulationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """One field as uint16 (C, Z, Y, X): TL first, then the structures in the requested order;
+    and its true-object labels, uint16 (C, Z, Y, X), one channel per `_masked` structure."""
     from sparsessp_bmz.data.simulate.geometry import simulate_field
     from sparsessp_bmz.data.simulate.optics import fluorescence, refractive_index, transmitted_light
 
@@ -49,7 +72,8 @@ def simulate_cell(index: int, settings: SimulationSettings) -> np.ndarray:
     for name in settings.structures:
         rng = stream(1 + SIMULATED_STRUCTURES.index(name))
         channels.append(fluorescence(name, field.structures[name], settings.voxel_size_um, rng))
-    return np.stack(channels)
+    masks = [field.masks[name] for name in _masked(settings)]
+    return np.stack(channels), np.stack(masks) if masks else np.zeros((0, *settings.shape), "u2")
 
 
 def write_ome_tiff(path: Path, data: np.ndarray, voxel: VoxelSize, channels: list[str]) -> None:
@@ -71,9 +95,12 @@ def write_ome_tiff(path: Path, data: np.ndarray, voxel: VoxelSize, channels: lis
 
 
 def _write_cell(index: int, settings: SimulationSettings, folder: Path) -> None:
-    data = simulate_cell(index, settings)
+    data, masks = simulate_cell(index, settings)
     channels = [TL_CHANNEL, *settings.structures]
-    write_ome_tiff(folder / image_name(index), data, settings.voxel_size_um, channels)
+    image = folder / image_name(index)
+    write_ome_tiff(image, data, settings.voxel_size_um, channels)
+    if len(masks):
+        write_ome_tiff(masks_path(image), masks, settings.voxel_size_um, _masked(settings))
 
 
 def _one_thread_each() -> None:
@@ -94,8 +121,10 @@ def write_manifest(path: Path, settings: SimulationSettings) -> None:
 
 
 def data_set_bytes(settings: SimulationSettings) -> int:
-    """Bytes the images of `settings` take on disk (uncompressed uint16, TL plus structures)."""
-    return settings.cells * (1 + len(settings.structures)) * guards.voxels(settings.shape) * 2
+    """Bytes the images of `settings` take on disk (uncompressed uint16, TL plus structures, and
+    the true-object labels)."""
+    channels = 1 + len(settings.structures) + len(_masked(settings))
+    return settings.cells * channels * guards.voxels(settings.shape) * 2
 
 
 def check_simulation(settings: SimulationSettings, out: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from data_fixtures import small_simulation, write_csv  # noqa: F401
 
 from sparsessp_bmz.data.config import DataSettings
-from sparsessp_bmz.data.manifest import read_manifest
+from sparsessp_bmz.data.manifest import read_manifest, read_records
 from sparsessp_bmz.data.splits import assign_splits, load_splits, rows_for
 from sparsessp_bmz.errors import UserInputError
 
@@ -39,6 +39,32 @@ def test_pair_layout_defaults_structure_to_the_csv_name_and_channels_to_zero(tmp
     (row,) = read_manifest(manifest)
     assert (row.structure, row.signal_channel, row.target_channel) == ("lamin", 0, 0)
     assert row.target_path.name == "t.tif"
+
+
+def test_records_give_the_layout_signal_column_and_lines_without_checking_files(
+    tmp_path: Path,
+) -> None:
+    manifest = write_csv(tmp_path / "m.csv", "path_signal,path_target", "a.tif,b.tif", "c.tif,d")
+    found = read_records(manifest)
+    assert found.signal_column == "path_signal"
+    assert [(r.line, r.fields["path_signal"]) for r in found.records] == [
+        (2, "a.tif"),
+        (3, "c.tif"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"path_czi,channel_signal,channel_target,structureProteinName\n", "header but no rows"),
+        (b"path_signal,path_target\n\xff.tif,b\n", "not UTF-8 text"),
+        (b"path_signal,path_target\na\0,b\n", "NUL bytes"),
+    ],
+)
+def test_records_refuse_a_csv_that_cannot_be_used(tmp_path: Path, content: bytes, message) -> None:
+    (tmp_path / "m.csv").write_bytes(content)
+    with pytest.raises(UserInputError, match=message):
+        read_records(tmp_path / "m.csv")
 
 
 @pytest.mark.parametrize(

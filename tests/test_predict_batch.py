@@ -12,9 +12,12 @@ from bioio import BioImage
 from predict_fixtures import SPEC, checkpoint
 from typer.testing import CliRunner
 
+from sparsessp_bmz import guards
 from sparsessp_bmz.cli import app
+from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.imageio import write_ome_tiff
 from sparsessp_bmz.nets import build_net
+from sparsessp_bmz.predict import batch
 from sparsessp_bmz.predict.batch import Job, PredictOptions, predict_file
 from sparsessp_bmz.predict.models import PredictionModel
 from sparsessp_bmz.trained import TrainedModel
@@ -136,4 +139,18 @@ def test_a_run_killed_while_writing_ome_zarr_leaves_nothing_under_the_name(
     options = PredictOptions(window=(8, 32, 16), overlap=0.0, engine="eager")
     with pytest.raises(Crash):
         predict_file(model, job, options, dies_on_the_second_slab)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tl.ome.tif"]
+
+
+def test_a_whole_read_input_too_large_for_memory_is_refused_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tl,) = stacks(tmp_path, ["tl.ome.tif"])
+    model = PredictionModel(TrainedModel(spec=SPEC, net=build_net(SPEC).eval()), tmp_path)
+    read = []
+    monkeypatch.setattr(batch, "open_prediction_input", lambda *a, **k: read.append(a))
+    job = Job(tl, 0, tmp_path / "p.ome.tif")
+    with guards.memory_limit_option(0.0001), pytest.raises(UserInputError, match="4x32x48"):
+        predict_file(model, job, PredictOptions(engine="eager"), lambda window: np.copy)
+    assert read == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tl.ome.tif"]

@@ -9,7 +9,12 @@ import pytest
 import tifffile
 
 from sparsessp_bmz.errors import UserInputError
-from sparsessp_bmz.imageio import read_prediction_input, write_ome_tiff
+from sparsessp_bmz.imageio import (
+    ExpectedInput,
+    expected_sparse_shape,
+    read_prediction_input,
+    write_ome_tiff,
+)
 
 GRID = (0.29, 0.29, 0.29)
 
@@ -103,3 +108,21 @@ def test_three_slices_stored_as_rgb_get_a_hint_on_how_to_save_them(tmp_path: Pat
     tifffile.imwrite(tmp_path / "rgb.tif", np.ones((3, 16, 16), np.float32))
     with pytest.raises(UserInputError, match="photometric='minisblack'"):
         read_prediction_input(tmp_path / "rgb.tif", ratio=2, model_voxel_size_um=GRID)
+
+
+@pytest.mark.parametrize(
+    ("voxel", "dense_phase"),
+    [((0.58, 0.29, 0.29), None), ((0.29, 0.29, 0.29), 1), ((0.58, 0.2, 0.35), None)],
+    ids=["sparse", "dense", "resampled"],
+)
+def test_the_sparse_shape_from_metadata_is_the_shape_read(
+    tmp_path: Path, voxel: tuple[float, float, float], dense_phase: int | None
+) -> None:
+    path = tmp_path / "tl.ome.tif"
+    write_ome_tiff(
+        path, np.random.default_rng(0).normal(size=(9, 30, 41)).astype(np.float32), voxel
+    )
+    kwargs = {"ratio": 2, "model_voxel_size_um": (0.29,) * 3, "dense_phase": dense_phase}
+    expected = expected_sparse_shape(path, **kwargs)  # type: ignore[arg-type]
+    read = read_prediction_input(path, **kwargs)  # type: ignore[arg-type]
+    assert expected == ExpectedInput(read.sparse.shape, read.resampled)  # type: ignore[arg-type]

@@ -282,12 +282,13 @@ class OmeZarrOutput:
         if folder.exists():
             shutil.rmtree(folder)
 
-    def write_rows(self, y0: int, block: np.ndarray) -> None:
-        """Rows [y0, y0 + block.shape[1]) of every slice."""
+    def write_region(self, y0: int, x0: int, block: np.ndarray) -> None:
+        """Rows [y0, y0 + block.shape[1]) and columns [x0, x0 + block.shape[2]) of every
+        slice."""
         region = (
             slice(0, block.shape[0]),
             slice(y0, y0 + block.shape[1]),
-            slice(0, block.shape[2]),
+            slice(x0, x0 + block.shape[2]),
         )
         self.writer.write_region(np.asarray(block, dtype=np.float32), region)
 
@@ -358,7 +359,7 @@ def write_ome_zarr(path: Path, volume_zyx: np.ndarray, voxel_size_um: VoxelSize)
     """Write a whole float32 (Z, Y, X) volume as OME-Zarr, atomically (see `OmeZarrOutput`)."""
     volume = np.asarray(volume_zyx, dtype=np.float32)
     with OmeZarrOutput(path, volume.shape, voxel_size_um) as output:  # type: ignore[arg-type]
-        output.write_rows(0, volume)
+        output.write_region(0, 0, volume)
 
 
 #: Bytes of float64 input one band of the streaming statistics pass may take.
@@ -403,7 +404,7 @@ def _streamed_zscore(data, path: Path) -> ZScore:  # type: ignore[no-untyped-def
 @dataclass(frozen=True)
 class LazyRows:
     """A TL stack on disk, z-scored and subsampled on the sparse grid band by band (the
-    `SparseRows` of `predict.slabs`): only the rows asked for are read."""
+    `SparseRows` of `predict.slabs`): only the rows and columns asked for are read."""
 
     data: object  # dask array (z, y, x) of the dense or sparse file
     stats: ZScore
@@ -421,8 +422,8 @@ class LazyRows:
         depth, height, width = self.data.shape  # type: ignore[attr-defined]
         return len(range(depth)[self._z]), height, width
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        data = self.data[self._z, start:stop].compute()  # type: ignore[index]
+    def region(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        data = self.data[self._z, top:bottom, left:right].compute()  # type: ignore[index]
         band = np.require(data, dtype=np.float32, requirements="W")
         band -= np.float32(self.stats.mean)  # in place: a band can be a few hundred MB
         band /= np.float32(self.stats.std)
@@ -476,6 +477,59 @@ def open_prediction_input(
     return PredictionField(ArrayRows(whole.sparse), whole.output_voxel_size_um, whole.resampled)
 
 
+def _metadata_voxel(sizes, fallback: VoxelSize) -> VoxelSize:  # type: ignore[no-untyped-def]
+    """The voxel size bioio's `physical_pixel_sizes` record, else `fallback` (as `read_stack`
+    chooses it, without its checks)."""
+    recorded = (sizes.Z, sizes.Y, sizes.X)
+    if all(size is not None and size > 0 for size in recorded):
+        return tuple(float(size) for size in recorded)  # type: ignore[return-value]
+    return tuple(fallback)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ExpectedInput:
+    """What reading a prediction input will give, known from its metadata alone."""
+
+    sparse_shape: tuple[int, int, int]
+    resampled: bool
+
+
+def expected_sparse_shape(
+    path: Path,
+    *,
+    ratio: int,
+    model_voxel_size_um: VoxelSize,
+    dense_phase: int | None = None,
+    fallback_voxel_size_um: VoxelSize | None = None,
+) -> ExpectedInput | None:
+    """The sparse (z, y, x) shape `read_prediction_input` will give `path`, from bioio's metadata
+    alone (dims and voxel size, no pixel data), so that the prediction's memory guard can refuse
+    a field before a whole-read input is decoded. None when the metadata cannot be read (reading
+    the file then says what is wrong)."""
+    from bioio import BioImage
+
+    from sparsessp_bmz.data.imageio import _quiet_plugin_probing
+
+    mz, my, mx = model_voxel_size_um
+    file_grid = (mz, my, mx) if dense_phase is not None else (ratio * mz, my, mx)
+    try:
+        with _quiet_plugin_probing():
+            image = BioImage(path)
+            dims = image.dims
+            sizes = image.physical_pixel_sizes
+    except Exception:  # bioio raises many types for unreadable files; read_stack names them
+        return None
+    voxel = _metadata_voxel(sizes, fallback_voxel_size_um or file_grid)
+    shape = (dims.Z, dims.Y, dims.X)
+    resampled = not np.allclose(voxel, file_grid, rtol=1e-3)
+    if resampled:
+        shape = guards.resampled_shape(shape, voxel, file_grid)  # type: ignore[assignment]
+    depth, height, width = shape
+    if dense_phase is not None:
+        depth = len(range(depth)[dense_phase::ratio])
+    return ExpectedInput((depth, height, width), resampled)
+
+
 def _lazy_zarr(
     path: Path,
     ratio: int,
@@ -505,11 +559,7 @@ def _lazy_zarr(
         sizes = image.physical_pixel_sizes
     except Exception:  # let read_stack name what is wrong with it
         return None
-    recorded = (sizes.Z, sizes.Y, sizes.X)
-    if all(size is not None and size > 0 for size in recorded):
-        voxel = tuple(float(size) for size in recorded)
-    else:
-        voxel = tuple(fallback_voxel_size_um or file_grid)
+    voxel = _metadata_voxel(sizes, fallback_voxel_size_um or file_grid)
     if not np.allclose(voxel, file_grid, rtol=1e-3) or not 0 <= channel < dims.C:
         return None  # resampling or a bad channel: the whole-volume path says and does it
     guards.check_voxel_size(voxel, f"input {path.name}", "fix the voxel size in the file")

@@ -55,16 +55,17 @@ class ManifestRow:
         return f"{stem}:{self.structure}"
 
 
-def _channel(value: str, column: str, where: str) -> int:
+def channel(value: str, column: str, where: str) -> int:
+    """The channel index in `value` of `column`, refused unless a non-negative integer."""
     try:
-        channel = int(value)
+        index = int(value)
     except ValueError:
-        channel = -1
-    if channel < 0:
+        index = -1
+    if index < 0:
         raise UserInputError(
             f"{where}: {column} must be a channel index (0, 1, ...), got {value!r}; fix the CSV"
         )
-    return channel
+    return index
 
 
 def _existing(folder: Path, value: str, column: str, where: str) -> Path:
@@ -90,8 +91,37 @@ def _layout(columns: list[str], manifest: Path) -> tuple[str, ...]:
     )
 
 
-def read_manifest(manifest: Path) -> list[ManifestRow]:
-    """Parse and check a manifest: columns, channel indices and that every file exists."""
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One data row of a manifest as the CSV gives it: its line and its fields by column (a
+    field beyond the header is under the key None, a missing one is None: `csv.DictReader`)."""
+
+    line: int
+    fields: dict[str, str]
+
+    def where(self, manifest: Path) -> str:
+        """How error messages name this record."""
+        return f"{manifest} line {self.line}"
+
+
+@dataclass(frozen=True)
+class ManifestRecords:
+    """The records of a manifest CSV in its layout (`CZI_LAYOUT` or `PAIR_LAYOUT`), not yet
+    checked beyond being UTF-8 CSV with a known header and at least one row."""
+
+    manifest: Path
+    layout: tuple[str, ...]
+    records: tuple[ManifestRecord, ...]
+
+    @property
+    def signal_column(self) -> str:
+        """The column naming the TL image of a row."""
+        return "path_czi" if self.layout == CZI_LAYOUT else "path_signal"
+
+
+def read_records(manifest: Path) -> ManifestRecords:
+    """The records of a manifest CSV (resolved path): one clear error for a file that is not
+    there, not UTF-8 text, not CSV, of no known layout, or without rows."""
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
         what = "is a folder" if manifest.is_dir() else "does not exist"
@@ -115,32 +145,38 @@ def read_manifest(manifest: Path) -> list[ManifestRow]:
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
         layout = _layout(columns, manifest)
-        rows = [_row(manifest, layout, reader.line_num, record) for record in reader]
+        records = tuple(ManifestRecord(reader.line_num, record) for record in reader)
     except csv.Error as err:
         raise UserInputError(
             f"{manifest} line {reader.line_num}: not valid CSV ({err}); fix the file"
         ) from err
-    if not rows:
+    if not records:
         raise UserInputError(f"{manifest}: the manifest has a header but no rows; add images")
-    return rows
+    return ManifestRecords(manifest, layout, records)
 
 
-def _row(manifest: Path, layout: tuple[str, ...], line: int, record: dict[str, str]) -> ManifestRow:
-    where = f"{manifest} line {line}"
+def read_manifest(manifest: Path) -> list[ManifestRow]:
+    """Parse and check a manifest: columns, channel indices and that every file exists."""
+    found = read_records(manifest)
+    return [_row(found.manifest, found.layout, record) for record in found.records]
+
+
+def _row(manifest: Path, layout: tuple[str, ...], found: ManifestRecord) -> ManifestRow:
+    where, record = found.where(manifest), found.fields
     if None in record or any(record.get(column) is None for column in layout):
         raise UserInputError(f"{where}: the row has a different number of fields than the header")
     folder = manifest.parent
     if layout == CZI_LAYOUT:
         signal = target = _existing(folder, record["path_czi"], "path_czi", where)
         structure = record["structureProteinName"].strip()
-        signal_channel = _channel(record["channel_signal"], "channel_signal", where)
-        target_channel = _channel(record["channel_target"], "channel_target", where)
+        signal_channel = channel(record["channel_signal"], "channel_signal", where)
+        target_channel = channel(record["channel_target"], "channel_target", where)
     else:
         signal = _existing(folder, record["path_signal"], "path_signal", where)
         target = _existing(folder, record["path_target"], "path_target", where)
         structure = (record.get("structure") or manifest.stem).strip()
-        signal_channel = _channel(record.get("channel_signal") or "0", "channel_signal", where)
-        target_channel = _channel(record.get("channel_target") or "0", "channel_target", where)
+        signal_channel = channel(record.get("channel_signal") or "0", "channel_signal", where)
+        target_channel = channel(record.get("channel_target") or "0", "channel_target", where)
     if not structure:
         raise UserInputError(f"{where}: the structure name is empty; name the labelled structure")
     split = (record.get("split") or "").strip() or None
@@ -148,7 +184,7 @@ def _row(manifest: Path, layout: tuple[str, ...], line: int, record: dict[str, s
         raise UserInputError(f"{where}: split must be one of {', '.join(SPLITS)}, got {split!r}")
     return ManifestRow(
         manifest=manifest,
-        line=line,
+        line=found.line,
         signal_path=signal,
         signal_channel=signal_channel,
         target_path=target,

@@ -31,8 +31,12 @@ from sparsessp_bmz.predict.slabs import (
     ArrayRows,
     Slab,
     SparseRows,
+    XBand,
+    place,
     predict_slabs,
     prediction_bytes,
+    window_runs,
+    x_bands,
 )
 from sparsessp_bmz.predict.windows import (
     SIGMA_FRACTION,
@@ -57,15 +61,20 @@ __all__ = [
     "SparseRows",
     "WindowFn",
     "WindowPlan",
+    "XBand",
     "gaussian_weight",
+    "place",
     "plan_windows",
     "predict_array",
     "predict_slabs",
     "predict_volume",
+    "prediction_bytes",
     "progress_bar",
     "resolve_device",
     "resolve_window",
     "runner_for",
+    "window_runs",
+    "x_bands",
     "zscore_window",
 ]
 
@@ -141,7 +150,7 @@ def predict_volume(
     )
     with (
         runner_for(net, input_window, batch_size=batch_size, device=device, engine=engine) as run,
-        progress_bar(progress, plan.count, "sliding window") as advance,
+        progress_bar(progress, window_runs(plan), "sliding window") as advance,
     ):
         return predict_array(
             run,
@@ -176,5 +185,5 @@ def predict_array(
         normalise_windows=normalise_windows,
         advance=advance,
     ):
-        result[:, slab.y0 : slab.y0 + slab.data.shape[1]] = slab.data
+        place(result, slab)
     return result

@@ -27,6 +27,7 @@ from sparsessp_bmz.imageio import (
     TIFF_SUFFIXES,
     ZARR_SUFFIXES,
     OmeZarrOutput,
+    expected_sparse_shape,
     is_zarr_name,
     open_prediction_input,
     write_ome_tiff,
@@ -34,8 +35,9 @@ from sparsessp_bmz.imageio import (
 from sparsessp_bmz.predict.defaults import DEFAULT_OVERLAP, default_window
 from sparsessp_bmz.predict.models import PredictionModel
 from sparsessp_bmz.predict.runners import Engine, WindowFn
-from sparsessp_bmz.predict.slabs import predict_slabs, prediction_bytes
-from sparsessp_bmz.predict.windows import Overlap, plan_windows, resolve_window
+from sparsessp_bmz.predict.slabs import place, predict_slabs, prediction_bytes, window_runs
+from sparsessp_bmz.predict.windows import Overlap, WindowPlan, plan_windows, resolve_window
+from sparsessp_bmz.spec import ModelSpec
 
 #: Image files a folder input contributes (OME-Zarr folders by their name).
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".czi", *ZARR_SUFFIXES)
@@ -113,35 +115,18 @@ def manifest_signals(manifest: Path) -> list[tuple[Path, int]]:
     that does not exist is not checked here but fails its own job, so one bad row does not stop
     the others (`data.manifest.read_manifest` checks every file, as training needs them all).
     """
-    import csv
-    import io
+    from sparsessp_bmz.data.manifest import channel, read_records
 
-    from sparsessp_bmz.data.manifest import CZI_LAYOUT, _channel, _layout
-
-    try:
-        text = manifest.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserInputError(
-            f"manifest {manifest} cannot be read as UTF-8 text ({err}); save it as UTF-8 CSV"
-        ) from err
-    reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True)
-    try:
-        reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
-        column = "path_czi" if _layout(reader.fieldnames, manifest) == CZI_LAYOUT else "path_signal"
-        found = []
-        for record in reader:
-            where = f"{manifest} line {reader.line_num}"
-            value = (record.get(column) or "").strip()
-            if not value:
-                raise UserInputError(f"{where}: {column} is empty; give a path relative to the CSV")
-            channel = _channel(record.get("channel_signal") or "0", "channel_signal", where)
-            found.append(((manifest.parent / value).resolve(), channel))
-    except csv.Error as err:
-        raise UserInputError(
-            f"{manifest} line {reader.line_num}: not valid CSV ({err}); fix the file"
-        ) from err
-    if not found:
-        raise UserInputError(f"{manifest}: the manifest has a header but no rows; add images")
+    manifest_records = read_records(manifest)
+    column = manifest_records.signal_column
+    found = []
+    for record in manifest_records.records:
+        where = record.where(manifest_records.manifest)
+        value = (record.fields.get(column) or "").strip()
+        if not value:
+            raise UserInputError(f"{where}: {column} is empty; give a path relative to the CSV")
+        index = channel(record.fields.get("channel_signal") or "0", "channel_signal", where)
+        found.append(((manifest_records.manifest.parent / value).resolve(), index))
     return list(dict.fromkeys(found))
 
 
@@ -213,6 +198,41 @@ class Runners:
         return self.run
 
 
+#: Added to a memory refusal of a resampled input: a wrong voxel size is the usual cause.
+RESAMPLED_NOTE = " resampled to the model's grid; check the file's voxel size or --voxel-size"
+
+
+def checked_plan(
+    spec: ModelSpec,
+    options: PredictOptions,
+    shape: tuple[int, int, int],
+    *,
+    input_in_memory: bool,
+    output_in_memory: bool,
+    resampled: bool,
+) -> WindowPlan:
+    """The window plan of a sparse field of `shape`, refused (`UserInputError`) when predicting
+    it would need more memory than the limit in force."""
+    input_window = resolve_window(spec, options.window or default_window(spec, shape))
+    plan = plan_windows(shape, input_window, options.overlap)
+    out_shape = (spec.ratio * shape[0], shape[1], shape[2])
+    guards.check_memory(
+        prediction_bytes(
+            plan,
+            spec.ratio,
+            options.batch_size,
+            width=spec.width,
+            input_in_memory=input_in_memory,
+            output_in_memory=output_in_memory,
+        ),
+        f"predicting a {'x'.join(map(str, shape))} sparse stack "
+        f"(output {'x'.join(map(str, out_shape))}){RESAMPLED_NOTE if resampled else ''}",
+        "crop the input into smaller fields, lower --batch-size or --window, or read and write "
+        "OME-Zarr (.ome.zarr), which needs only one slab of windows in memory",
+    )
+    return plan
+
+
 def predict_file(
     model: PredictionModel,
     job: Job,
@@ -222,9 +242,28 @@ def predict_file(
     on_plan: Callable[[int], None] = lambda windows: None,
     advance: Callable[[int], None] = lambda n: None,
 ) -> FileResult:
-    """Predict one file into `job.output`. OME-Zarr outputs are
-    written slab by slab (memory bounded by a slab); OME-TIFF outputs are assembled in memory."""
+    """Predict one file into `job.output`. OME-Zarr outputs are written region by region (memory
+    bounded by a band's slab); OME-TIFF outputs are assembled in memory. An input that is read
+    whole is checked against the memory limit from its metadata before it is decoded."""
     spec = model.trained.spec
+    zarr = is_zarr_name(job.output)
+    if not is_zarr_name(job.input):  # read whole: refused before it is decoded if too large
+        expected = expected_sparse_shape(
+            job.input,
+            ratio=spec.ratio,
+            model_voxel_size_um=model.trained.voxel_size_um,
+            dense_phase=options.dense_phase,
+            fallback_voxel_size_um=options.voxel_size_um,
+        )
+        if expected is not None:
+            checked_plan(
+                spec,
+                options,
+                expected.sparse_shape,
+                input_in_memory=True,
+                output_in_memory=not zarr,
+                resampled=expected.resampled,
+            )
     field = open_prediction_input(
         job.input,
         ratio=spec.ratio,
@@ -236,38 +275,29 @@ def predict_file(
     )
     source = field.sparse
     shape = source.shape  # type: ignore[attr-defined]
-    window = options.window or default_window(spec, shape)
-    input_window = resolve_window(spec, window)
-    plan = plan_windows(shape, input_window, options.overlap)
-    out_shape = (spec.ratio * shape[0], shape[1], shape[2])
-    zarr = is_zarr_name(job.output)
-    guards.check_memory(
-        prediction_bytes(
-            plan,
-            spec.ratio,
-            options.batch_size,
-            width=spec.width,
-            input_in_memory=field.in_memory,
-            output_in_memory=not zarr,
-        ),
-        f"predicting a {'x'.join(map(str, shape))} sparse stack "
-        f"(output {'x'.join(map(str, out_shape))})",
-        "crop the input into smaller fields, lower --batch-size or --window, or read and write "
-        "OME-Zarr (.ome.zarr), which needs only one slab of windows in memory",
+    plan = checked_plan(
+        spec,
+        options,
+        shape,
+        input_in_memory=field.in_memory,
+        output_in_memory=not zarr,
+        resampled=field.resampled,
     )
+    input_window = plan.input_window
+    out_shape = (spec.ratio * shape[0], shape[1], shape[2])
     run = runners(input_window)
-    on_plan(plan.count)
+    on_plan(window_runs(plan))
     slabs = predict_slabs(
         run, source, plan, spec.ratio, batch_size=options.batch_size, advance=advance
     )  # type: ignore[arg-type]
     if zarr:
         with OmeZarrOutput(job.output, out_shape, field.output_voxel_size_um) as output:
             for slab in slabs:
-                output.write_rows(slab.y0, slab.data)
+                output.write_region(slab.y0, slab.x0, slab.data)
     else:
         volume = np.empty(out_shape, dtype=np.float32)
         for slab in slabs:
-            volume[:, slab.y0 : slab.y0 + slab.data.shape[1]] = slab.data
+            place(volume, slab)
         write_ome_tiff(job.output, volume, field.output_voxel_size_um)
     return FileResult(out_shape, field.output_voxel_size_um, field.resampled)
 

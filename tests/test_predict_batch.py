@@ -154,3 +154,18 @@ def test_a_whole_read_input_too_large_for_memory_is_refused_before_it_is_decoded
         predict_file(model, job, PredictOptions(engine="eager"), lambda window: np.copy)
     assert read == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tl.ome.tif"]
+
+
+def test_a_folder_of_simulated_fields_contributes_its_tl_images_not_their_true_masks(
+    tmp_path: Path,
+) -> None:
+    """The simulator writes cell_XXXX.masks.ome.tif (true labels) beside each field: predicting
+    the folder must not treat those as TL stacks."""
+    from sparsessp_bmz.data.config import SimulationSettings
+    from sparsessp_bmz.data.simulate.writer import simulate
+
+    settings = SimulationSettings(cells=1, shape=(16, 48, 48), structures=("dna",), seed=0)
+    folder = simulate(settings, tmp_path / "sim").parent / "images"
+    on_disk = sorted(p.name for p in folder.iterdir())
+    assert on_disk == ["cell_0000.masks.ome.tif", "cell_0000.ome.tif"]
+    assert [p.name for p, _ in batch.expand_inputs([folder], 0)] == ["cell_0000.ome.tif"]

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from sparsessp_bmz import guards
+from sparsessp_bmz.data.simulate.writer import MASKS_SUFFIX
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.imageio import (
     TIFF_SUFFIXES,
@@ -70,7 +71,14 @@ class PredictOptions(BaseModel):
 
 
 def _is_image(path: Path) -> bool:
-    return path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+    """An image a folder or glob contributes: not hidden, and not the label image the simulator
+    writes beside each field (`cell_0000.masks.ome.tif` holds true objects, not TL)."""
+    name = path.name.lower()
+    return (
+        name.endswith(IMAGE_SUFFIXES)
+        and not name.startswith(".")
+        and not name.endswith(MASKS_SUFFIX)
+    )
 
 
 def _stem(path: Path) -> str:

@@ -118,7 +118,8 @@ def load_package(path: Path) -> TrainedModel:
 
     The network is built by this project's own code from `config.sparsessp.spec` and gets the
     package's state dict; the package's shipped network source is never imported, so a package
-    needs no trust to be loaded. Dense-grid and plane packages give back their inner network,
+    needs no trust to be loaded; its state dict is checked against the sha256 its rdf.yaml
+    records before it is read. Dense-grid and plane packages give back their inner network,
     which takes the sparse stack as every SparseSSP network does. A package this project did not
     write is refused with the reason.
     """
@@ -128,7 +129,7 @@ def load_package(path: Path) -> TrainedModel:
 
     from sparsessp_bmz.bmz.facts import DEFAULT_TIMESTAMP
     from sparsessp_bmz.bmz.validate import open_package
-    from sparsessp_bmz.bmz.weights import STATE_DICT_FILE
+    from sparsessp_bmz.bmz.weights import STATE_DICT_FILE, WeightsFile, verified_weights
     from sparsessp_bmz.data.config import DEFAULT_VOXEL_SIZE_UM
     from sparsessp_bmz.errors import UserInputError
     from sparsessp_bmz.nets import build_net
@@ -143,7 +144,12 @@ def load_package(path: Path) -> TrainedModel:
             "run foreign packages with bioimageio.core"
         )
     spec = ModelSpec.model_validate(ours["spec"])
-    state = torch.load(io.BytesIO(read(STATE_DICT_FILE)), map_location="cpu", weights_only=True)
+    entry = (rdf.get("weights") or {}).get("pytorch_state_dict") or {}
+    recorded = WeightsFile(
+        STATE_DICT_FILE, entry.get("sha256") if isinstance(entry, dict) else None
+    )
+    data = verified_weights(Path(path), read, recorded)  # a truncated or modified file: one error
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if ours.get("variant", "standard") != "standard":  # wrappers keep the network as `net`
         state = {key.removeprefix("net."): value for key, value in state.items()}
     net = build_net(spec)

@@ -14,10 +14,14 @@ exporting the same network twice gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from sparsessp_bmz.bmz.deepimagej import MAX_ONNX_IR_VERSION, MAX_ONNX_OPSET
+from sparsessp_bmz.errors import UserInputError
 
 STATE_DICT_FILE = "weights.pt"
 TORCHSCRIPT_FILE = "weights_torchscript.pt"
@@ -175,3 +180,29 @@ def write_onnx(
 
 if __name__ == "__main__":
     _trace_main(*sys.argv[1:6])
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weight file of a package and the sha256 its rdf.yaml records for it."""
+
+    source: str
+    sha256: str | None
+
+
+def verified_weights(package: Path, read: Callable[[str], bytes], weights: WeightsFile) -> bytes:
+    """The bytes of one weight file of `package`, or one clear error when it is missing,
+    unreadable or differs from the sha256 its rdf.yaml records (truncated or tampered)."""
+    try:
+        data = read(weights.source)
+    except (OSError, KeyError, zipfile.BadZipFile, UserInputError) as err:
+        raise UserInputError(
+            f"package {package}: its weights {weights.source} cannot be read ({err}); download "
+            "or export the package again"
+        ) from err
+    if weights.sha256 and hashlib.sha256(data).hexdigest() != weights.sha256.lower():
+        raise UserInputError(
+            f"package {package}: its weights {weights.source} do not match the sha256 in its "
+            "rdf.yaml (truncated, corrupted or modified); download or export the package again"
+        )
+    return data

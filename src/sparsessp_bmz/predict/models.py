@@ -15,7 +15,6 @@ network gets 2D planes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparsessp_bmz.bmz.weights import WeightsFile, verified_weights
 from sparsessp_bmz.errors import UserInputError
 from sparsessp_bmz.predict import runner_for
 from sparsessp_bmz.predict.device import resolve_device
@@ -39,16 +39,6 @@ from sparsessp_bmz.trained import TrainedModel
 
 #: Engines that run a package's own weights; each is named after its rdf.yaml weight format.
 PACKAGE_FORMATS = ("torchscript", "onnx")
-#: rdf.yaml weight format `bmz.export.load_package` always reads (the network's state dict).
-STATE_DICT_FORMAT = "pytorch_state_dict"
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """One weight file of a package and the sha256 its rdf.yaml records for it."""
-
-    source: str
-    sha256: str | None
 
 
 def is_package(path: Path) -> bool:
@@ -185,26 +175,6 @@ def load_model(path: Path) -> PredictionModel:
         for fmt, entry in (rdf.get("weights") or {}).items()
         if isinstance(entry, dict) and entry.get("source")
     }
-    if STATE_DICT_FORMAT in weights:
-        verified_weights(path, read, weights[STATE_DICT_FORMAT])
-    trained = load_package(path)  # refuses a package that is not ours, with the reason
+    trained = load_package(path)  # checks its state dict's sha256; refuses a foreign package
     variant = str(rdf["config"]["sparsessp"].get("variant", "standard"))
     return PredictionModel(trained, path, read, weights, variant)
-
-
-def verified_weights(package: Path, read: Callable[[str], bytes], weights: WeightsFile) -> bytes:
-    """The bytes of one weight file of `package`, or one clear error when it is missing,
-    unreadable or differs from the sha256 its rdf.yaml records (truncated or tampered)."""
-    try:
-        data = read(weights.source)
-    except (OSError, KeyError, zipfile.BadZipFile, UserInputError) as err:
-        raise UserInputError(
-            f"package {package}: its weights {weights.source} cannot be read ({err}); download "
-            "or export the package again"
-        ) from err
-    if weights.sha256 and hashlib.sha256(data).hexdigest() != weights.sha256.lower():
-        raise UserInputError(
-            f"package {package}: its weights {weights.source} do not match the sha256 in its "
-            "rdf.yaml (truncated, corrupted or modified); download or export the package again"
-        )
-    return data

@@ -8,10 +8,6 @@ from typing import Annotated
 
 import typer
 
-#: Engines by name, as the option takes them (kept here so --help needs no torch import).
-ENGINE_NAMES = ("eager", "torchscript", "onnx", "bf16")
-FORMAT_NAMES = ("ome-tiff", "ome-zarr")
-
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
@@ -128,17 +124,19 @@ def predict(
     """
     from sparsessp_bmz.errors import UserInputError
     from sparsessp_bmz.guards import memory_limit_option
-    from sparsessp_bmz.predict import resolve_device
+    from sparsessp_bmz.predict import ENGINES, resolve_device
+    from sparsessp_bmz.predict.batch import OUTPUT_FORMATS
 
     # everything the user can get wrong is checked before the model is even loaded
     if overlap is not None and not 0 <= overlap < 1:
         raise UserInputError(f"--overlap must be in [0, 1) (0.5: half a window), got {overlap:g}")
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
-    if engine is not None and engine not in ENGINE_NAMES:
-        raise UserInputError(f"--engine {engine!r} is not one of {', '.join(ENGINE_NAMES)}")
-    if output_format is not None and output_format not in FORMAT_NAMES:
-        raise UserInputError(f"--format {output_format!r} is not one of {', '.join(FORMAT_NAMES)}")
+    if engine is not None and engine not in ENGINES:
+        raise UserInputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        formats = ", ".join(OUTPUT_FORMATS)
+        raise UserInputError(f"--format {output_format!r} is not one of {formats}")
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be at least 1, got {threads}")
     resolve_device(device)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -43,6 +43,7 @@ from sparsessp_bmz.spec import ModelSpec
 #: Image files a folder input contributes (OME-Zarr folders by their name).
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".czi", *ZARR_SUFFIXES)
 OutputFormat = Literal["ome-tiff", "ome-zarr"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 OUTPUT_SUFFIX: dict[str, str] = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 
 

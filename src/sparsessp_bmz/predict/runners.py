@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from sparsessp_bmz.errors import UserInputError
 
 #: What runs the network: see the module docstring.
 Engine = Literal["eager", "torchscript", "onnx", "bf16"]
-ENGINES: tuple[Engine, ...] = ("eager", "torchscript", "onnx", "bf16")
+ENGINES: tuple[Engine, ...] = get_args(Engine)
 
 #: A batch of sparse windows in, the dense prediction of each out (numpy float32, 5D).
 WindowFn = Callable[[np.ndarray], np.ndarray]
